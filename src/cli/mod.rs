@@ -1,0 +1,104 @@
+//! Command-line parsing and dispatch: each subcommand's flags and entry point live in their own file.
+
+pub mod client;
+pub mod demo;
+pub mod proxy;
+pub mod quarantine;
+pub mod rules;
+pub mod score;
+pub mod server;
+pub mod train;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use popguard::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "popguard", version, about = "A spam-filtering POP3 proxy", long_about = None)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the filtering proxy between mail clients and an upstream POP3 server.
+    Proxy(proxy::Args),
+    /// Run the built-in POP3 server over maildirs.
+    Server(server::Args),
+    /// Talk to a POP3 server: stat, list, uidl, retr, top, dele, fetch.
+    Client(client::Args),
+    /// Train a user's Bayesian classifier on spam and ham.
+    Train(train::Args),
+    /// Score messages and explain the verdict, exactly as the proxy would.
+    Score(score::Args),
+    /// Work with rule files.
+    Rules(rules::Args),
+    /// List or release messages the proxy hid.
+    Quarantine(quarantine::Args),
+    /// Start the built-in server with sample mail and the proxy in front of it.
+    Demo(demo::Args),
+}
+
+/// Flags shared by every subcommand that reads the config, rules or per-user state.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Config file (TOML); see popguard.example.toml.
+    #[arg(long, env = "POPGUARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Per-user state directory (overrides `data_dir`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Rules directory (overrides `rules.dir`).
+    #[arg(long)]
+    pub rules: Option<PathBuf>,
+}
+
+impl CommonArgs {
+    /// Loads the config file and applies the flag overrides shared by all subcommands.
+    #[allow(dead_code)] // TEMPORARY: until the subcommands that read config land
+    pub fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        if let Some(d) = &self.data_dir {
+            config.data_dir = Some(d.clone());
+        }
+        if let Some(r) = &self.rules {
+            config.rules.dir = Some(r.clone());
+        }
+        Ok(config)
+    }
+}
+
+pub fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Proxy(a) => proxy::run(a).await,
+        Command::Server(a) => server::run(a).await,
+        Command::Client(a) => client::run(a).await,
+        Command::Train(a) => train::run(a).await,
+        Command::Score(a) => score::run(a).await,
+        Command::Rules(a) => rules::run(a).await,
+        Command::Quarantine(a) => quarantine::run(a).await,
+        Command::Demo(a) => demo::run(a).await,
+    }
+}

@@ -1,0 +1,1 @@
+//! The POP3 client library behind `popguard client`.

@@ -1,0 +1,153 @@
+//! The spam filter: rules, Bayes and DNS blocklists combined into one verdict. Bytes in, verdict out; no sockets
+//! except the DNS resolver behind `dnsbl`.
+
+pub mod bayes;
+pub mod dnsbl;
+pub mod rules;
+pub mod verdict;
+
+use serde::Deserialize;
+
+pub use verdict::{Class, Hit, Verdict};
+
+use crate::config::Config;
+use crate::message::MessageView;
+
+/// Default score at or above which a message is spam (SpamAssassin's familiar 5.0).
+pub const DEFAULT_SPAM_THRESHOLD: f64 = 5.0;
+/// Default score at or above which a message is "unsure" (shown, tagged only in `X-Spam-Status`).
+pub const DEFAULT_UNSURE_THRESHOLD: f64 = 3.0;
+/// Bytes of a message that are scored; the rest is relayed unscored. 256 KiB holds the text of nearly all mail
+/// while bounding per-message work and memory.
+pub const DEFAULT_SCAN_LIMIT: usize = 256 * 1024;
+
+/// `[filter]` in the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterConfig {
+    pub spam_threshold: f64,
+    pub unsure_threshold: f64,
+    /// Bytes of each message that are scored (the proxy fetches at most this much when scanning).
+    pub scan_limit: usize,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig {
+            spam_threshold: DEFAULT_SPAM_THRESHOLD,
+            unsure_threshold: DEFAULT_UNSURE_THRESHOLD,
+            scan_limit: DEFAULT_SCAN_LIMIT,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error(transparent)]
+    Rules(#[from] rules::RulesError),
+    #[error(transparent)]
+    Bayes(#[from] bayes::BayesError),
+    #[error(transparent)]
+    Dnsbl(#[from] dnsbl::DnsblError),
+}
+
+/// How one message is scored.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreOptions {
+    /// Allow DNS blocklist lookups (`score --no-network` turns this off).
+    pub network: bool,
+    /// Collect the strongest Bayes tokens for `--explain`.
+    pub explain: bool,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        ScoreOptions {
+            network: true,
+            explain: false,
+        }
+    }
+}
+
+/// The whole filter, shared by every session (cheap to clone behind an `Arc`).
+pub struct Filter {
+    config: FilterConfig,
+    rules: rules::RuleEngine,
+    bayes: bayes::BayesScorer,
+    dnsbl: Option<dnsbl::Dnsbl>,
+    dnsbl_disabled_users: Vec<String>,
+}
+
+impl Filter {
+    /// Loads rules, opens the Bayes stores lazily, sets up the resolver. Errors name the file and line at fault.
+    pub fn new(config: &Config) -> Result<Filter, FilterError> {
+        let dnsbl = if config.dnsbl.enabled {
+            Some(dnsbl::Dnsbl::new(&config.dnsbl)?)
+        } else {
+            None
+        };
+        let dnsbl_disabled_users = config
+            .users
+            .iter()
+            .filter(|(_, u)| u.dnsbl == Some(false))
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(Filter {
+            config: config.filter.clone(),
+            rules: rules::RuleEngine::load(config)?,
+            bayes: bayes::BayesScorer::new(config)?,
+            dnsbl,
+            dnsbl_disabled_users,
+        })
+    }
+
+    pub fn config(&self) -> &FilterConfig {
+        &self.config
+    }
+
+    /// Scores the first `scan_limit` bytes of `message` for `user` (None: global rules and model only).
+    pub async fn score(&self, user: Option<&str>, message: &[u8], opts: &ScoreOptions) -> Verdict {
+        let truncated = message.len() > self.config.scan_limit;
+        let message = &message[..message.len().min(self.config.scan_limit)];
+        let mut view = MessageView::parse(message);
+        view.truncated |= truncated;
+
+        let mut hits = self.rules.evaluate(user, &view);
+        let mut skipped = Vec::new();
+
+        let bayes = self.bayes.score(user, message, opts.explain);
+        let (probability, evidence) = match bayes {
+            Ok(Some(b)) => {
+                hits.extend(b.hits);
+                (Some(b.probability), b.evidence)
+            }
+            Ok(None) => (None, Vec::new()),
+            Err(e) => {
+                skipped.push(format!("bayes: {e}"));
+                (None, Vec::new())
+            }
+        };
+
+        let user_allows_dns =
+            user.is_none_or(|u| !self.dnsbl_disabled_users.iter().any(|d| d == u));
+        match &self.dnsbl {
+            Some(d) if opts.network && user_allows_dns => {
+                let r = d.check(&view).await;
+                hits.extend(r.hits);
+                skipped.extend(r.skipped);
+            }
+            Some(_) => skipped.push("dnsbl: network lookups disabled".into()),
+            None => {}
+        }
+
+        let mut verdict = Verdict::from_hits(
+            hits,
+            self.config.spam_threshold,
+            self.config.unsure_threshold,
+        );
+        verdict.bayes = probability;
+        verdict.bayes_evidence = evidence;
+        verdict.skipped = skipped;
+        verdict
+    }
+}

@@ -1,0 +1,1 @@
+//! The built-in POP3 server over maildirs.

@@ -1,0 +1,1 @@
+//! The per-user Bayes token database.
