@@ -300,29 +300,41 @@ impl SizeCounter {
     }
 }
 
-/// An open message file read in chunks of at most [`READ_CHUNK`] bytes.
+/// An open message file read in chunks of at most [`READ_CHUNK`] bytes, up to the length it had when opened
+/// (maildir files never change once delivered; stopping there keeps the body consistent with the size sent).
 #[derive(Debug)]
 pub struct MessageFile {
     file: fs::File,
+    remaining: u64,
 }
 
 impl MessageFile {
     pub fn open(path: &Path) -> io::Result<MessageFile> {
-        Ok(MessageFile {
-            file: fs::File::open(path)?,
-        })
+        let file = fs::File::open(path)?;
+        let remaining = file.metadata()?.len();
+        Ok(MessageFile { file, remaining })
     }
 
-    /// The next chunk, empty at end of file.
+    /// True when everything has been read: the caller need not ask again (saving a read that would return 0).
+    pub fn is_at_end(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// The next chunk into `buf`, empty at end of file.
     pub fn read_chunk(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        let want = usize::try_from(self.remaining).map_or(READ_CHUNK, |r| r.min(READ_CHUNK));
         buf.clear();
-        buf.resize(READ_CHUNK, 0);
-        loop {
-            match self.file.read(buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(());
+        buf.resize(want, 0);
+        let mut filled = 0;
+        // Fill the whole chunk (or reach the end): a short read of a regular file is rare but allowed.
+        while filled < want {
+            match self.file.read(&mut buf[filled..]) {
+                Ok(0) => {
+                    // Shorter than it was: someone truncated it; stop here.
+                    self.remaining = 0;
+                    break;
                 }
+                Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     buf.clear();
@@ -330,6 +342,9 @@ impl MessageFile {
                 }
             }
         }
+        buf.truncate(filled);
+        self.remaining = self.remaining.saturating_sub(filled as u64);
+        Ok(())
     }
 }
 
@@ -620,15 +635,15 @@ mod tests {
         let mut f = MessageFile::open(&p).unwrap();
         let mut buf = Vec::new();
         let mut all = Vec::new();
-        loop {
+        while !f.is_at_end() {
             f.read_chunk(&mut buf).unwrap();
-            if buf.is_empty() {
-                break;
-            }
+            assert!(!buf.is_empty());
             assert!(buf.len() <= READ_CHUNK);
             all.extend_from_slice(&buf);
         }
         assert_eq!(all, data);
+        f.read_chunk(&mut buf).unwrap();
+        assert!(buf.is_empty());
         assert_eq!(pop3_size(&p).unwrap(), naive_size(&data));
     }
 }
