@@ -4,10 +4,12 @@
 //! not moved from `new/` to `cur/` and no flags are added, so a session that ends any other way leaves it exactly
 //! as it was. Everything here is blocking file I/O; the session runs it on tokio's blocking pool.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
 
@@ -22,6 +24,10 @@ pub const READ_CHUNK: usize = 128 * 1024;
 
 /// RFC 1939 §7 (UIDL): a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
 pub const MAX_UIDL_LEN: usize = 70;
+
+/// Most file sizes the [`SizeCache`] remembers (about 100 bytes each); past this it starts over, which only costs
+/// re-reading files once.
+pub const SIZE_CACHE_ENTRIES: usize = 500_000;
 
 /// How long a hashed UIDL is, in hex digits (128 bits: collisions are not a practical concern).
 const HASHED_UIDL_LEN: usize = 32;
@@ -72,6 +78,11 @@ impl Maildrop {
     /// A missing `new/` or `cur/` counts as empty; a missing `root` is an error, so that a typo in `--maildirs`
     /// shows up instead of looking like an empty mailbox.
     pub fn open(root: &Path) -> Result<Maildrop, MaildirError> {
+        Maildrop::open_cached(root, &SizeCache::default())
+    }
+
+    /// Like [`Maildrop::open`], reading only files whose size `cache` does not know yet.
+    pub fn open_cached(root: &Path, cache: &SizeCache) -> Result<Maildrop, MaildirError> {
         match fs::metadata(root) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
@@ -119,11 +130,14 @@ impl Maildrop {
                 if name.starts_with('.') {
                     continue;
                 }
-                files.push((delivery_time(name), name.to_owned(), entry.path()));
+                // The identity that validates a cached size; a failed stat means the file just went away.
+                let Ok(meta) = entry.metadata() else { continue };
+                let id = FileId::of(&meta);
+                files.push((delivery_time(name), name.to_owned(), entry.path(), id));
             }
         }
         // Oldest first, the order every POP3 client expects; the name breaks ties so the order is stable.
-        files.sort();
+        files.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
         if files.len() > MAX_MESSAGES {
             tracing::warn!(
                 maildrop = %root.display(),
@@ -135,12 +149,19 @@ impl Maildrop {
 
         let mut seen = HashSet::with_capacity(files.len());
         let mut messages = Vec::with_capacity(files.len());
-        for (_, name, path) in files {
-            let size = match pop3_size(&path) {
-                Ok(s) => s,
-                // Gone between readdir and now (another reader expunged it): it is simply not in this session.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(MaildirError::Read { path, source }),
+        let mut buf = Vec::new();
+        for (_, name, path, id) in files {
+            let size = match cache.get(&path, id) {
+                Some(s) => s,
+                None => match pop3_size_with(&path, &mut buf) {
+                    Ok(s) => {
+                        cache.put(&path, id, s);
+                        s
+                    }
+                    // Gone between readdir and now (another reader expunged it): not in this session.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(source) => return Err(MaildirError::Read { path, source }),
+                },
             };
             let mut uidl = uidl_for(&name);
             if !seen.insert(uidl.clone()) {
@@ -249,19 +270,76 @@ fn delivery_time(name: &str) -> u64 {
 
 /// The POP3 size of a file: its bytes plus one for every LF not preceded by CR (each is sent as CRLF).
 pub fn pop3_size(path: &Path) -> io::Result<u64> {
-    let mut file = fs::File::open(path)?;
+    pop3_size_with(path, &mut Vec::new())
+}
+
+/// [`pop3_size`] with a caller's buffer, reused across files (a scan of thousands of files then allocates once).
+fn pop3_size_with(path: &Path, buf: &mut Vec<u8>) -> io::Result<u64> {
+    let mut file = MessageFile::open(path)?;
     let mut counter = SizeCounter::default();
-    let mut buf = vec![0u8; READ_CHUNK];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        counter.feed(&buf[..n]);
+    while !file.is_at_end() {
+        file.read_chunk(buf)?;
+        if buf.is_empty() {
+            break;
+        }
+        counter.feed(buf);
     }
     Ok(counter.size())
+}
+
+/// What identifies one version of a file: a cached size is valid while all of these are unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime_ns: i128,
+}
+
+impl FileId {
+    fn of(meta: &fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        }
+    }
+}
+
+/// POP3 sizes of message files already read, shared by the sessions of one server.
+///
+/// Counting bare LFs means reading every byte, which made each login read the whole maildrop; maildir files do
+/// not change after delivery, so a size stays valid while the file's identity ([`FileId`]) is unchanged.
+#[derive(Debug, Default)]
+pub struct SizeCache {
+    sizes: Mutex<HashMap<PathBuf, (FileId, u64)>>,
+}
+
+impl SizeCache {
+    fn get(&self, path: &Path, id: FileId) -> Option<u64> {
+        let sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        match sizes.get(path) {
+            Some((cached, size)) if *cached == id => Some(*size),
+            _ => None,
+        }
+    }
+
+    fn put(&self, path: &Path, id: FileId, size: u64) {
+        let mut sizes = self.sizes.lock().unwrap_or_else(|p| p.into_inner());
+        if sizes.len() >= SIZE_CACHE_ENTRIES {
+            sizes.clear();
+        }
+        sizes.insert(path.to_owned(), (id, size));
+    }
+
+    pub fn len(&self) -> usize {
+        self.sizes.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Counts the POP3 size of a byte stream fed in arbitrary chunks.
@@ -624,6 +702,22 @@ mod tests {
         let left = Maildrop::open(&root).unwrap();
         assert_eq!(left.messages().len(), 1);
         assert_eq!(left.messages()[0].uidl, "4.d.h");
+    }
+
+    #[test]
+    fn size_cache_is_used_and_notices_changed_files() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("u");
+        make_maildrop(&root, &[("new/1.a.h", b"a\nb\n"), ("new/2.b.h", b"c\r\n")]);
+        let cache = SizeCache::default();
+        let first = Maildrop::open_cached(&root, &cache).unwrap();
+        assert_eq!(cache.len(), 2);
+        assert_eq!(first.messages()[0].size, 6);
+        // Rewritten with a different length: the cached size must not be used.
+        fs::write(root.join("new/1.a.h"), b"a\nb\nc\n").unwrap();
+        let second = Maildrop::open_cached(&root, &cache).unwrap();
+        assert_eq!(second.messages()[0].size, 9);
+        assert_eq!(second.messages()[1].size, 3);
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use self::lock::LockTable;
 use self::session::Shared;
 use self::users::Users;
 
@@ -107,10 +106,7 @@ pub async fn run(
     if !addr.ip().is_loopback() && config.tls.is_none() {
         tracing::warn!(%addr, "no TLS certificate: passwords cross the network in the clear (use --tls-cert/--tls-key)");
     }
-    let shared = Arc::new(Shared {
-        config: Arc::clone(&config),
-        locks: LockTable::new(),
-    });
+    let shared = Arc::new(Shared::new(Arc::clone(&config)));
     tracing::info!(%addr, maildirs = %config.maildirs.display(), users = config.users.len(), "POP3 server listening");
     crate::listener::serve(
         listener,

@@ -14,7 +14,7 @@ use md5::{Digest, Md5};
 
 use super::ServerConfig;
 use super::lock::{LockError, LockTable, MaildropLock};
-use super::maildir::{MaildirError, Maildrop};
+use super::maildir::{MaildirError, Maildrop, SizeCache};
 use super::users::constant_time_eq;
 use crate::pop3::{Command, CommandError, RespCode, Response, SaslResponse};
 use crate::secret::Secret;
@@ -36,6 +36,17 @@ pub const SASL_MECHANISMS: &[&str] = &["PLAIN"];
 pub struct Shared {
     pub config: Arc<ServerConfig>,
     pub locks: LockTable,
+    pub sizes: SizeCache,
+}
+
+impl Shared {
+    pub fn new(config: Arc<ServerConfig>) -> Shared {
+        Shared {
+            config,
+            locks: LockTable::new(),
+            sizes: SizeCache::default(),
+        }
+    }
 }
 
 /// What the connection does with a command's outcome.
@@ -50,6 +61,8 @@ pub enum Reply {
     Message {
         ok: Response,
         path: PathBuf,
+        /// The POP3 size from the maildrop snapshot (at least the file's length).
+        size: u64,
         top: Option<u32>,
     },
     /// The `+ ` continuation of AUTH: the next client line is SASL data for [`Session::sasl_line`].
@@ -431,7 +444,8 @@ impl Session {
         let opened = tokio::task::spawn_blocking(move || {
             let dir = shared.config.maildirs.join(&name);
             let lock = shared.locks.try_lock(&name, &dir)?;
-            let maildrop = Maildrop::open(&dir).map_err(OpenError::Maildir)?;
+            let maildrop =
+                Maildrop::open_cached(&dir, &shared.sizes).map_err(OpenError::Maildir)?;
             Ok::<_, OpenError>((lock, maildrop))
         })
         .await;
@@ -521,6 +535,7 @@ impl Session {
                     Reply::Message {
                         ok: Response::ok(format!("{} octets", m.size)),
                         path: m.path.clone(),
+                        size: m.size,
                         top: None,
                     }
                 }
@@ -530,6 +545,7 @@ impl Session {
                 Ok(i) => Reply::Message {
                     ok: Response::ok("top of message follows"),
                     path: t.maildrop.messages()[i].path.clone(),
+                    size: t.maildrop.messages()[i].size,
                     top: Some(lines),
                 },
                 Err(r) => Reply::Status(r),
@@ -683,10 +699,7 @@ mod tests {
         config.auth_failure_delay = Duration::from_millis(1);
         Fixture {
             _dir: dir,
-            shared: Arc::new(Shared {
-                config: Arc::new(config),
-                locks: LockTable::new(),
-            }),
+            shared: Arc::new(Shared::new(Arc::new(config))),
         }
     }
 
@@ -763,8 +776,15 @@ mod tests {
         );
         assert_eq!(ok(&mut s, "STAT").await, "3 76");
         match cmd(&mut s, "RETR 2").await {
-            Reply::Message { ok, path, top } => {
+            Reply::Message {
+                ok,
+                path,
+                size,
+                top,
+                ..
+            } => {
                 assert_eq!(ok.text, "26 octets");
+                assert_eq!(size, 26);
                 assert!(path.ends_with("new/2.b.h"));
                 assert_eq!(top, None);
             }
