@@ -416,6 +416,22 @@ mod tests {
         assert!(sender_ips(received, &trusted, 0).is_empty());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn relay_ip_never_panics_and_needs_a_from_clause(s in "\\PC{0,80}", prefix in "(from |FROM |by |)") {
+            let value = format!("{prefix}{s}");
+            let got = relay_ip(&value);
+            proptest::prop_assert!(got.is_none() || value.trim_start().to_ascii_lowercase().starts_with("from"));
+        }
+
+        #[test]
+        fn relay_ip_finds_any_bracketed_peer(a: u8, b: u8, c: u8, d: u8, helo in "[a-z]{1,20}\\.example") {
+            let ip = Ipv4Addr::new(a, b, c, d);
+            let value = format!("from {helo} ({helo} [{ip}]) by mx.example with ESMTP");
+            proptest::prop_assert_eq!(relay_ip(&value), Some(IpAddr::V4(ip)));
+        }
+    }
+
     #[test]
     fn reversed_names() {
         assert_eq!(reversed(ip("192.0.2.99")), "99.2.0.192");

@@ -193,6 +193,17 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn registered_domain_is_a_suffix_of_the_host(host in "\\PC{0,80}") {
+            if let Some(d) = registered_domain(&host, &[]) {
+                let lower = host.trim().trim_end_matches('.').to_lowercase();
+                proptest::prop_assert!(lower.ends_with(&d), "{} -> {}", host, d);
+                proptest::prop_assert!(d.split('.').count() >= 2);
+            }
+        }
+    }
+
     #[test]
     fn reduces_hosts_to_registered_domains() {
         let extra = vec!["example.test".to_string()];

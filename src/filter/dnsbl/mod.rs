@@ -861,6 +861,47 @@ mod tests {
     }
 
     #[test]
+    fn idn_domains_are_queried_in_punycode() {
+        let d = Dnsbl::new(&DnsblConfig {
+            nameservers: vec!["127.0.0.1:53".parse().unwrap()],
+            ..DnsblConfig::default()
+        })
+        .unwrap();
+        let view = MessageView {
+            url_hosts: vec!["shop.münchen.example".into()],
+            ..MessageView::default()
+        };
+        let (queries, _) = d.plan(&view);
+        assert_eq!(queries.len(), 1);
+        assert_eq!(
+            queries[0].name.to_ascii(),
+            "xn--mnchen-3ya.example.dbl.spamhaus.org."
+        );
+        assert_eq!(queries[0].item, "münchen.example");
+    }
+
+    #[test]
+    fn the_system_resolver_default_never_fails_construction() {
+        // Reads /etc/resolv.conf (no traffic); without one, lookups are skipped instead of failing startup.
+        assert!(Dnsbl::new(&DnsblConfig::default()).is_ok());
+    }
+
+    #[test]
+    fn odd_answers_are_logged_once_per_zone_and_answer() {
+        let d = Dnsbl::new(&DnsblConfig {
+            nameservers: vec!["127.0.0.1:53".parse().unwrap()],
+            ..DnsblConfig::default()
+        })
+        .unwrap();
+        let refused = Ipv4Addr::new(127, 255, 255, 254);
+        for _ in 0..3 {
+            d.log_once(&d.zones[0], refused, "test");
+            d.log_once(&d.zones[1], refused, "test");
+        }
+        assert_eq!(d.logged.lock().unwrap().len(), 2);
+    }
+
+    #[test]
     fn hits_merge_per_name_with_bounded_descriptions() {
         let zone = Zone::from_config(&default_zones()[1]).unwrap();
         let mut hits = Vec::new();
