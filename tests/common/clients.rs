@@ -8,6 +8,11 @@
 //! Quirks followed (see /work/shared/peers/client-command-sequences.txt): fetchmail tries STLS unless told
 //! `sslproto ''` and checks the certificate's names, not its IP SANs; mpop refuses a plaintext login without TLS
 //! unless `auth user`; curl lists in one session, then RETRs (and DELEs) in a second; getmail has no STLS.
+//!
+//! getmail is run through a small launcher that replaces one piece of its local-delivery plumbing (not its POP3
+//! code): it forks each delivery and installs its SIGCHLD handler after `fork()`, then waits on a `Condition`
+//! without a predicate, so a child that exits before the wait starts is never noticed and the delivery stalls
+//! for the full timeout (seen here under load, about once in 700 deliveries). The launcher waits with `waitpid`.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -80,6 +85,27 @@ if new_only:
         f.write("\n".join(sorted(seen)))
 "#;
 
+/// Runs getmail (path in argv[1]) with its child wait replaced by a plain `waitpid` (see the module docs).
+const GETMAIL_LAUNCHER: &str = r#"
+import os, runpy, sys
+from getmailcore import baseclasses
+from getmailcore.exceptions import getmailOperationError
+
+def prepare_child(self):
+    pass
+
+def wait_for_child(self, childpid):
+    _, status = os.waitpid(childpid, 0)
+    if os.WIFSIGNALED(status):
+        raise getmailOperationError("child pid %d killed by signal %d" % (childpid, os.WTERMSIG(status)))
+    return os.WEXITSTATUS(status)
+
+baseclasses.ForkingBase._prepare_child = prepare_child
+baseclasses.ForkingBase._wait_for_child = wait_for_child
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"#;
+
 /// How the client protects the session.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Tls {
@@ -114,6 +140,18 @@ pub struct PeerError {
     pub reason: String,
     pub status: Option<ExitStatus>,
     pub stderr: String,
+}
+
+impl PeerError {
+    /// An error found before or around the run, with nothing from the client's stderr.
+    pub fn new(client: &'static str, reason: impl Into<String>) -> PeerError {
+        PeerError {
+            client,
+            reason: reason.into(),
+            status: None,
+            stderr: String::new(),
+        }
+    }
 }
 
 impl fmt::Display for PeerError {
@@ -209,12 +247,7 @@ struct Work {
 
 impl Work {
     fn new(client: &'static str, opts: &Opts) -> Result<Work, PeerError> {
-        let err = |reason: String| PeerError {
-            client,
-            reason,
-            status: None,
-            stderr: String::new(),
-        };
+        let err = |reason: String| PeerError::new(client, reason);
         let dir = tempfile::Builder::new()
             .prefix("pgcl")
             .tempdir()
@@ -250,12 +283,7 @@ impl Work {
         let path = self.dir.path().join(name);
         std::fs::write(&path, content)
             .and_then(|()| set_mode(&path, 0o600))
-            .map_err(|e| PeerError {
-                client,
-                reason: format!("cannot write {name}: {e}"),
-                status: None,
-                stderr: String::new(),
-            })?;
+            .map_err(|e| PeerError::new(client, format!("cannot write {name}: {e}")))?;
         Ok(path)
     }
 
@@ -265,12 +293,7 @@ impl Work {
     }
 
     fn collect(&self, client: &'static str) -> Result<Vec<Vec<u8>>, PeerError> {
-        let err = |reason: String| PeerError {
-            client,
-            reason,
-            status: None,
-            stderr: String::new(),
-        };
+        let err = |reason: String| PeerError::new(client, reason);
         let mut names: Vec<PathBuf> = std::fs::read_dir(&self.out)
             .map_err(|e| err(format!("cannot read the output dir: {e}")))?
             .flatten()
@@ -290,24 +313,20 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 fn unsupported(client: Client, what: &str) -> PeerError {
-    PeerError {
-        client: client.name(),
-        reason: format!("{what} is not supported by this client"),
-        status: None,
-        stderr: String::new(),
-    }
+    PeerError::new(
+        client.name(),
+        format!("{what} is not supported by this client"),
+    )
 }
 
 fn check_target(client: &'static str, addr: SocketAddr) -> Result<(), PeerError> {
     if addr.ip().is_loopback() {
         Ok(())
     } else {
-        Err(PeerError {
+        Err(PeerError::new(
             client,
-            reason: format!("refusing to connect to non-loopback {addr}"),
-            status: None,
-            stderr: String::new(),
-        })
+            format!("refusing to connect to non-loopback {addr}"),
+        ))
     }
 }
 
@@ -338,29 +357,22 @@ async fn run(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let timeout = opts.timeout.unwrap_or(DEFAULT_CLIENT_TIMEOUT);
-    let child = cmd.spawn().map_err(|e| PeerError {
-        client,
-        reason: format!("cannot start: {e}"),
-        status: None,
-        stderr: String::new(),
-    })?;
+    let child = cmd
+        .spawn()
+        .map_err(|e| PeerError::new(client, format!("cannot start: {e}")))?;
     let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(output)) => output,
         Ok(Err(e)) => {
-            return Err(PeerError {
+            return Err(PeerError::new(
                 client,
-                reason: format!("waiting for it failed: {e}"),
-                status: None,
-                stderr: String::new(),
-            });
+                format!("waiting for it failed: {e}"),
+            ));
         }
         Err(_) => {
-            return Err(PeerError {
+            return Err(PeerError::new(
                 client,
-                reason: format!("timed out after {timeout:?} and was killed"),
-                status: None,
-                stderr: String::new(),
-            });
+                format!("timed out after {timeout:?} and was killed"),
+            ));
         }
     };
     let code = output.status.code();
@@ -397,16 +409,16 @@ fn client_binary(client: &'static str) -> &'static str {
 
 /// A command for the client's executable, or an error saying it is not installed.
 fn command(client: &'static str) -> Result<Command, PeerError> {
-    let program = which(client_binary(client)).ok_or_else(|| PeerError {
-        client,
-        reason: format!(
-            "`{}` is not installed (run `sudo .ci/install-peers`)",
-            client_binary(client)
-        ),
-        status: None,
-        stderr: String::new(),
-    })?;
+    let binary = client_binary(client);
+    let program = which(binary).ok_or_else(|| not_installed(client, binary))?;
     Ok(Command::new(program))
+}
+
+fn not_installed(client: &'static str, binary: &str) -> PeerError {
+    PeerError::new(
+        client,
+        format!("`{binary}` is not installed (run `sudo .ci/install-peers`)"),
+    )
 }
 
 /// fetchmail 6.4 with an rc file: `fetchall` unless `new_only` (then `uidl` with an idfile in the state dir),
@@ -489,14 +501,12 @@ pub async fn getmail(
     };
     for (what, value) in [("user name", user), ("password", pass)] {
         if value.contains(['%', '\n', '\r']) || value.trim() != value {
-            return Err(PeerError {
-                client: NAME,
-                reason: format!(
+            return Err(PeerError::new(
+                NAME,
+                format!(
                     "the test {what} cannot go into a getmail rc file: avoid %, newlines, edge spaces"
                 ),
-                status: None,
-                stderr: String::new(),
-            });
+            ));
         }
     }
     let work = Work::new(NAME, opts)?;
@@ -512,8 +522,21 @@ pub async fn getmail(
         delete = !opts.keep,
     );
     let rc_path = work.write_private(NAME, "getmailrc", &rc)?;
-    let mut cmd = command(NAME)?;
-    cmd.arg("--getmaildir")
+    let script = which("getmail").ok_or_else(|| not_installed(NAME, "getmail"))?;
+    // getmail's own interpreter (its shebang): getmailcore lives in that Python's site-packages only.
+    let shebang = std::fs::read_to_string(&script).unwrap_or_default();
+    let python = shebang
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("#!"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or("/usr/bin/python3")
+        .to_string();
+    let mut cmd = Command::new(python);
+    cmd.arg("-c")
+        .arg(GETMAIL_LAUNCHER)
+        .arg(&script)
+        .arg("--getmaildir")
         .arg(&work.state)
         .arg("--rcfile")
         .arg(&rc_path);
