@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Instant;
 
+use common::dovecot::DovecotOptions;
 use common::fixtures;
 use common::{
     Client, Dovecot, Opts, Tls, assert_same_messages, require_peer, same_message, with_timeout,
@@ -527,4 +528,76 @@ fn require_peer_fails_in_ci_and_skips_elsewhere() {
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `stls: false` removes STLS from the plain port's CAPA (implicit TLS still works); high-performance mode starts
+/// and serves.
+#[tokio::test]
+async fn dovecot_options_stls_off_and_high_performance() {
+    if !require_peer("dovecot") || !require_peer("poplib") {
+        return;
+    }
+    with_timeout(TEST_TIMEOUT_SECS, async {
+        let stock = Dovecot::start(&[(USER, PASS)]);
+        assert!(capa(stock.addr()).contains(&"STLS".to_string()));
+        let options = DovecotOptions {
+            stls: false,
+            high_performance: true,
+        };
+        let dv = Dovecot::start_with(&[(USER, PASS)], &options);
+        let caps = capa(dv.addr());
+        assert!(
+            caps.contains(&"USER".to_string()) && !caps.contains(&"STLS".to_string()),
+            "{caps:?}"
+        );
+        let msgs = fixtures::mailbox(5);
+        dv.deliver(USER, &msgs);
+        let tls = Opts {
+            keep: true,
+            tls: Tls::Implicit,
+            ca_file: Some(dv.ca_file().to_path_buf()),
+            ..Opts::default()
+        };
+        let got = Client::Poplib
+            .fetch(dv.tls_addr(), USER, PASS, &tls)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_same_messages("poplib implicit, no-STLS instance", &got, &msgs);
+    })
+    .await;
+}
+
+/// The CAPA list of the POP3 server at `addr` (blocking; a short raw session).
+fn capa(addr: std::net::SocketAddr) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut writer = stream.try_clone().unwrap_or_else(|e| panic!("{e}"));
+    let mut reader = BufReader::new(stream);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .unwrap_or_else(|e| panic!("greeting: {e}"));
+    writer
+        .write_all(b"CAPA\r\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        let l = line.trim_end();
+        if l == "." {
+            break;
+        }
+        if !l.starts_with("+OK") {
+            lines.push(l.to_string());
+        }
+    }
+    let _ = writer.write_all(b"QUIT\r\n");
+    lines
 }

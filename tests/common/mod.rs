@@ -17,7 +17,7 @@ pub use compare::{
     assert_same_message, assert_same_messages, header_fields, header_value, same_message,
     without_fields,
 };
-pub use dovecot::Dovecot;
+pub use dovecot::{Dovecot, DovecotOptions};
 pub use process::{ChildGuard, free_port, popguard_bin, spawn, spawn_command, wait_for_port};
 pub use tls::TestCa;
 
