@@ -16,7 +16,8 @@ use tracing::Instrument;
 
 use super::maildir::{MessageFile, READ_CHUNK, TopFilter};
 use super::session::{Reply, Session, Shared};
-use crate::pop3::{Pop3Error, Pop3Stream, RespCode, Response};
+use crate::pop3::stream::WRITE_HIGH_WATER;
+use crate::pop3::{Pop3Error, Pop3Stream, RespCode, Response, Stuffer};
 use crate::tls::{self, MaybeTls};
 
 /// Messages up to this POP3 size are opened and read on the async worker itself, in one read. From the page
@@ -171,22 +172,68 @@ async fn time_out<S: AsyncRead + AsyncWrite + Unpin>(
     Err(ConnError::Timeout)
 }
 
+/// A multi-line body on its way out: stuffed with the pop3 [`Stuffer`], written every [`WRITE_HIGH_WATER`]
+/// octets (so memory stays bounded), and ended without a flush while pipelined commands are waiting — their
+/// replies then leave in the same write. (`Pop3Stream::finish_multiline` always flushes.)
+struct Body {
+    stuffer: Stuffer,
+    out: Vec<u8>,
+}
+
+impl Body {
+    fn new() -> Body {
+        Body {
+            stuffer: Stuffer::new(),
+            out: Vec::with_capacity(16 * 1024),
+        }
+    }
+
+    async fn chunk<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Pop3Stream<S>,
+        data: &[u8],
+        idle: Duration,
+    ) -> Result<(), ConnError> {
+        self.stuffer.stuff(data, &mut self.out);
+        if self.out.len() >= WRITE_HIGH_WATER {
+            timed(idle, conn.write_raw(&self.out)).await?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+        mut self,
+        conn: &mut Pop3Stream<S>,
+        idle: Duration,
+    ) -> Result<(), ConnError> {
+        self.stuffer.finish(&mut self.out);
+        conn.queue_raw(&self.out);
+        if conn.has_buffered_input() {
+            Ok(())
+        } else {
+            timed(idle, conn.flush()).await
+        }
+    }
+}
+
 async fn send_lines<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Pop3Stream<S>,
     lines: &[String],
     idle: Duration,
 ) -> Result<(), ConnError> {
+    let mut body = Body::new();
     let mut piece = Vec::with_capacity(LISTING_PIECE + 128);
     for line in lines {
         piece.extend_from_slice(line.as_bytes());
         piece.extend_from_slice(b"\r\n");
         if piece.len() >= LISTING_PIECE {
-            timed(idle, conn.write_multiline_chunk(&piece)).await?;
+            body.chunk(conn, &piece, idle).await?;
             piece.clear();
         }
     }
-    timed(idle, conn.write_multiline_chunk(&piece)).await?;
-    timed(idle, conn.finish_multiline()).await
+    body.chunk(conn, &piece, idle).await?;
+    body.finish(conn, idle).await
 }
 
 /// Streams a message file (whole, or cut by TOP) as a multi-line reply, one chunk in memory at a time.
@@ -227,12 +274,13 @@ async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     };
     conn.queue_response(&ok);
     let mut filter = top.map(TopFilter::new);
+    let mut body = Body::new();
     loop {
         let n = match &mut filter {
             Some(f) => f.feed(&buf),
             None => buf.len(),
         };
-        timed(idle, conn.write_multiline_chunk(&buf[..n])).await?;
+        body.chunk(conn, &buf[..n], idle).await?;
         if file.is_at_end() || buf.is_empty() || filter.as_ref().is_some_and(TopFilter::is_done) {
             break;
         }
@@ -262,5 +310,5 @@ async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
-    timed(idle, conn.finish_multiline()).await
+    body.finish(conn, idle).await
 }
