@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use popguard::config::Config;
 use popguard::filter::bayes::{BayesScorer, Engine, TrainClass, Trainer};
+use popguard::store::tokens::{Label, PrunePolicy, TokenDb, TokenWriter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -204,9 +205,12 @@ fn synthesize(dir: &Path) -> std::io::Result<()> {
             let hard = sub == "hard-ham";
             let mut body = String::new();
             for _ in 0..(30 + rnd(60)) {
-                let w = match rnd(10) {
-                    0..=3 => own[rnd(own.len())],
-                    4..=5 if hard => spam_words[rnd(spam_words.len())],
+                // Mostly shared vocabulary, a little of the class's own, and hard ham borrows spam's words.
+                let w = match rnd(20) {
+                    0..=1 => own[rnd(own.len())],
+                    2..=3 if hard => spam_words[rnd(spam_words.len())],
+                    4 => ham_words[rnd(ham_words.len())],
+                    5 => spam_words[rnd(spam_words.len())],
                     _ => shared[rnd(shared.len())],
                 };
                 body.push_str(w);
@@ -793,6 +797,57 @@ fn process_comparison(train_dir: &Path, test_dir: &Path) {
     }
 }
 
+/// How long a session waits for a user's model: open (mmap + checksum) a store of 200 000 tokens.
+fn store_open_timing() {
+    const TOKENS: u64 = 200_000;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("tokens.db");
+    let mut w = TokenWriter::open(&path, PrunePolicy::default()).expect("writer");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let tokens: Vec<u64> = (0..TOKENS)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+        .collect();
+    for (i, chunk) in tokens.chunks(200).enumerate() {
+        let label = if i % 3 == 0 { Label::Spam } else { Label::Ham };
+        let mut digest = [0u8; 16];
+        digest[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        w.apply(chunk, label, &digest, false);
+    }
+    let t0 = Instant::now();
+    w.commit().expect("commit");
+    let write_ms = t0.elapsed().as_secs_f64() * 1e3;
+    drop(w);
+    let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let mut times: Vec<f64> = (0..25)
+        .map(|_| {
+            let t0 = Instant::now();
+            let db = TokenDb::open(&path).expect("open");
+            std::hint::black_box(db.get(tokens[7]));
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let db = TokenDb::open(&path).expect("open");
+    let t0 = Instant::now();
+    let found = tokens.iter().filter(|t| db.get(**t).is_some()).count();
+    let lookup_ns = t0.elapsed().as_secs_f64() * 1e9 / TOKENS as f64;
+    println!(
+        "\n== token store ==\n{} tokens, {:.1} MB: open median {:.2} ms, max {:.2} ms (target < 20 ms); \
+         lookup {:.0} ns ({found} found); full rewrite {:.0} ms",
+        db.len(),
+        size as f64 / 1e6,
+        times[times.len() / 2],
+        times[times.len() - 1],
+        lookup_ns,
+        write_ms
+    );
+}
+
 /// Trains on the corpus without the given files, then prints their scores and strongest tokens.
 fn explain(cfg: &Config, msgs: &[Msg], files: &[PathBuf]) {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -991,6 +1046,8 @@ fn main() {
             dump(d, "split", &runs);
         }
     }
+
+    store_open_timing();
 
     if opts.process {
         match &opts.test {

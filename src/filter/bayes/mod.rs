@@ -139,7 +139,7 @@ impl Default for BayesConfig {
             min_spam: 20,
             min_ham: 20,
             fallback_to_global: true,
-            spam_cutoff: 0.90,
+            spam_cutoff: 0.99,
             ham_cutoff: 0.20,
             robinson_s: 0.1,
             unknown_token_prob: 0.5,
@@ -932,7 +932,8 @@ mod tests {
         assert_eq!(c.band_for(0.995).map(|b| b.name.as_str()), Some("BAYES_99"));
         assert_eq!(c.band_for(1.0).map(|b| b.name.as_str()), Some("BAYES_999"));
         assert_eq!(c.band_for(0.5).map(|b| b.name.as_str()), Some("BAYES_50"));
-        assert_eq!(c.class_of(0.95), Class::Spam);
+        assert_eq!(c.class_of(0.995), Class::Spam);
+        assert_eq!(c.class_of(0.95), Class::Unsure);
         assert_eq!(c.class_of(0.5), Class::Unsure);
         assert_eq!(c.class_of(0.1), Class::Ham);
     }
