@@ -49,12 +49,9 @@ pub const PRUNE_INTERVAL_DAYS: u32 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("token store {path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the message (not a `source`), so `{e:#}` chains do not print it twice.
+    #[error("token store {path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error(
         "token store {path} is damaged ({reason}); move it aside and retrain with `popguard train`, \
          or restore it from a backup"
@@ -64,10 +61,10 @@ pub enum StoreError {
     TooLarge { path: PathBuf, reason: String },
 }
 
-fn io_err(path: &Path, source: io::Error) -> StoreError {
+fn io_err(path: &Path, error: io::Error) -> StoreError {
     StoreError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 

@@ -14,20 +14,17 @@ pub const MAX_DEPTH: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the message (not a `source`), so `{e:#}` chains do not print it twice.
+    #[error("{path}: {error}")]
+    Io { path: PathBuf, error: io::Error },
     #[error("{path}: not a file, directory, maildir or mbox")]
     Unsupported { path: PathBuf },
 }
 
-fn io_err(path: &Path, source: io::Error) -> SourceError {
+fn io_err(path: &Path, error: io::Error) -> SourceError {
     SourceError::Io {
         path: path.to_owned(),
-        source,
+        error,
     }
 }
 
