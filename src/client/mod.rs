@@ -47,8 +47,7 @@ pub enum ClientError {
     )]
     Connect { addr: String, cause: io::Error },
     #[error(
-        "TLS verification of {host} failed because {reason}{hint}",
-        hint = tls_hint(reason)
+        "TLS verification of {host} failed because the server certificate was refused: {reason}"
     )]
     TlsVerify { host: String, reason: String },
     #[error("TLS with {host} failed: {cause}")]
@@ -114,16 +113,6 @@ pub enum ClientError {
     Sink(io::Error),
     #[error("maildir {}: {cause}", path.display())]
     Maildir { path: PathBuf, cause: io::Error },
-}
-
-fn tls_hint(reason: &str) -> &'static str {
-    if reason.contains("unknown authority") || reason.contains("issuer") {
-        "; if the server uses a private CA, pass its certificate with --ca-file"
-    } else if reason.contains("not valid for") {
-        "; connect using a name the certificate lists"
-    } else {
-        ""
-    }
 }
 
 fn code_text(code: &Option<RespCode>) -> String {
@@ -260,7 +249,9 @@ async fn timed<T>(
 ) -> Result<T, ClientError> {
     match tokio::time::timeout(limit, fut).await {
         Err(_) => Err(ClientError::Timeout { what, secs: limit }),
-        Ok(Err(Pop3Error::Closed)) => Err(ClientError::Closed { command: what }),
+        Ok(Err(Pop3Error::Closed | Pop3Error::UnexpectedEof)) => {
+            Err(ClientError::Closed { command: what })
+        }
         Ok(Err(cause)) => Err(ClientError::Wire {
             command: what,
             cause,
@@ -271,48 +262,23 @@ async fn timed<T>(
 
 /// Turns a TLS failure into [`ClientError::TlsVerify`] when the cause is the peer's certificate.
 fn tls_failure(host: &str, err: TlsError) -> ClientError {
-    if let Some(reason) = certificate_problem(&err) {
-        return ClientError::TlsVerify {
+    match err {
+        TlsError::Certificate { host, reason } => {
+            // webpki's name for a self-signed certificate that is its own CA (what `openssl req -x509` makes).
+            let reason = if reason.contains("CaUsedAsEndEntity") {
+                format!(
+                    "{reason}: it is a CA certificate used as a server certificate (self-signed?); give the \
+                     server a certificate signed by a CA and pass that CA with --ca-file"
+                )
+            } else {
+                reason
+            };
+            ClientError::TlsVerify { host, reason }
+        }
+        cause => ClientError::Tls {
             host: host.to_owned(),
-            reason,
-        };
-    }
-    ClientError::Tls {
-        host: host.to_owned(),
-        cause: err,
-    }
-}
-
-fn certificate_problem(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        // io::Error::source() skips the error it wraps, and tokio-rustls puts rustls::Error exactly there.
-        let found = e.downcast_ref::<rustls::Error>().or_else(|| {
-            e.downcast_ref::<io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
-        if let Some(rustls::Error::InvalidCertificate(c)) = found {
-            return Some(describe_certificate_error(c));
-        }
-        cur = e.source();
-    }
-    None
-}
-
-fn describe_certificate_error(c: &rustls::CertificateError) -> String {
-    use rustls::CertificateError as C;
-    match c {
-        C::UnknownIssuer => "its certificate is signed by an unknown authority (not in the system roots nor in --ca-file)".into(),
-        C::NotValidForName => "its certificate is not valid for the name we connected to".into(),
-        C::Expired | C::ExpiredContext { .. } => format!("its certificate has expired ({c})"),
-        // webpki's words for a self-signed certificate that is its own CA (what `openssl req -x509` makes).
-        other if format!("{other:?}").contains("CaUsedAsEndEntity") => {
-            "its certificate is a CA certificate used as a server certificate (a self-signed certificate?); \
-             give the server a certificate signed by a CA and pass that CA with --ca-file"
-                .into()
-        }
-        other => format!("its certificate was rejected: {other}"),
+            cause,
+        },
     }
 }
 
@@ -564,7 +530,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                         secs: self.timeout,
                     });
                 }
-                Ok(Err(Pop3Error::Closed)) => {
+                Ok(Err(Pop3Error::Closed | Pop3Error::UnexpectedEof)) => {
                     self.broken = true;
                     return Err(ClientError::ClosedMidMessage { command, received });
                 }
@@ -745,13 +711,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         raw.push(0);
         raw.extend_from_slice(password.expose().as_bytes());
         let encoded = Secret::new(base64::engine::general_purpose::STANDARD.encode(&raw));
-        let cmd = Command::Auth {
+        let mut cmd = Command::Auth {
             mechanism: Some("PLAIN".into()),
             initial: Some(encoded.clone()),
         };
+        if !cmd.fits_line_limit() {
+            // RFC 5034 §4: an initial response that would push the line past 255 octets is sent after "+ ".
+            cmd = Command::Auth {
+                mechanism: Some("PLAIN".into()),
+                initial: None,
+            };
+        }
         let mut resp = self.exchange(&cmd).await?;
         if resp.status == Status::Continue {
-            // A server that ignores initial responses asks with an empty challenge: answer with the same data.
+            // Sent without an initial response, or a server that ignores it and asks with an empty challenge.
             let mut line = encoded.expose().as_bytes().to_vec();
             line.extend_from_slice(b"\r\n");
             let limit = self.timeout;
@@ -1058,16 +1031,30 @@ mod tests {
     }
 
     #[test]
-    fn tls_hints_point_at_the_fix() {
-        let e = ClientError::TlsVerify {
-            host: "h".into(),
-            reason: describe_certificate_error(&rustls::CertificateError::UnknownIssuer),
-        };
+    fn certificate_failures_become_tls_verify_with_the_tls_layers_reason() {
+        let e = tls_failure(
+            "h",
+            TlsError::Certificate {
+                host: "h".into(),
+                reason: "unknown issuer: pass --ca-file".into(),
+            },
+        );
         let msg = e.to_string();
+        assert!(matches!(e, ClientError::TlsVerify { .. }), "{msg}");
         assert!(
-            msg.contains("TLS verification of h failed because"),
+            msg.starts_with("TLS verification of h failed because"),
             "{msg}"
         );
         assert!(msg.contains("--ca-file"), "{msg}");
+        let e = tls_failure(
+            "h",
+            TlsError::Certificate {
+                host: "h".into(),
+                reason: "Other(CaUsedAsEndEntity)".into(),
+            },
+        );
+        assert!(e.to_string().contains("self-signed"), "{e}");
+        let e = tls_failure("h", TlsError::Timeout { peer: "h".into() });
+        assert!(matches!(e, ClientError::Tls { .. }), "{e}");
     }
 }
