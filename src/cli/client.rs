@@ -1,7 +1,7 @@
 //! `popguard client`: talk to any POP3 server from the command line — inspect, read, delete, or fetch into a maildir.
 
 use std::io::{BufRead, IsTerminal, Read as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -150,17 +150,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             n,
             output: Some(path),
         } => {
-            let mut file = tokio::fs::File::create(&path)
-                .await
-                .with_context(|| format!("creating {}", path.display()))?;
-            let result = client.retr_to(n, &mut file, eol).await;
-            if result.is_err() {
-                let _ = tokio::fs::remove_file(&path).await;
-            }
-            let octets = result?;
+            // Written beside the target and renamed over it only when complete: a failed RETR leaves an existing
+            // file as it was.
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            let tmp = tempfile::Builder::new()
+                .prefix(".popguard-retr")
+                .tempfile_in(dir)
+                .with_context(|| format!("creating a file in {}", dir.display()))?;
+            let mut file = tokio::fs::File::from_std(tmp.reopen()?);
+            let octets = client.retr_to(n, &mut file, eol).await?;
             file.sync_all()
                 .await
                 .with_context(|| format!("writing {}", path.display()))?;
+            tmp.persist(&path)
+                .with_context(|| format!("renaming the message to {}", path.display()))?;
             eprintln!("message {n}: {octets} octets written to {}", path.display());
         }
         ClientCommand::Retr { n, output: None } => {

@@ -44,12 +44,12 @@ impl Maildir {
         for _ in 0..NAME_ATTEMPTS {
             let name = unique_name();
             let tmp_path = self.root.join("tmp").join(&name);
-            match tokio::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp_path)
-                .await
-            {
+            let mut options = tokio::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            // Mail is private: owner-only, like the directories.
+            #[cfg(unix)]
+            options.mode(0o600);
+            match options.open(&tmp_path).await {
                 Ok(file) => {
                     return Ok(Delivery {
                         file: BufWriter::with_capacity(WRITE_BUFFER, file),

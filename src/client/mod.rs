@@ -93,7 +93,7 @@ pub enum ClientError {
         command: &'static str,
         received: u64,
     },
-    #[error("timed out after {}s waiting for {what}", secs.as_secs())]
+    #[error("timed out after {secs:?} waiting for {what}")]
     Timeout { what: &'static str, secs: Duration },
     #[error("the reply to {command} is not valid POP3: {detail}")]
     Protocol {
@@ -118,19 +118,7 @@ pub enum ClientError {
 fn code_text(code: &Option<RespCode>) -> String {
     match code {
         None => String::new(),
-        Some(c) => format!(" [{}]", resp_code_name(c)),
-    }
-}
-
-fn resp_code_name(code: &RespCode) -> &str {
-    match code {
-        RespCode::InUse => "IN-USE",
-        RespCode::LoginDelay => "LOGIN-DELAY",
-        RespCode::SysTemp => "SYS/TEMP",
-        RespCode::SysPerm => "SYS/PERM",
-        RespCode::Auth => "AUTH",
-        RespCode::Utf8 => "UTF8",
-        RespCode::Other(s) => s,
+        Some(c) => format!(" [{}]", quote(c.as_str().as_bytes())),
     }
 }
 
@@ -388,7 +376,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             return Err(ClientError::Server {
                 command: "the greeting",
                 code: greeting.code,
-                text: greeting.text,
+                text: quote(greeting.text.as_bytes()),
             });
         }
         Ok(Client {
@@ -451,7 +439,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
             Status::Err => Err(ClientError::Server {
                 command: cmd.verb(),
                 code: resp.code,
-                text: resp.text,
+                text: quote(resp.text.as_bytes()),
             }),
             Status::Continue => {
                 self.broken = true;
@@ -748,7 +736,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
                 user: user.to_owned(),
                 method: AuthMethod::Plain.name(),
                 code: resp.code,
-                text: resp.text,
+                text: quote(resp.text.as_bytes()),
             }),
             Status::Continue => {
                 self.broken = true;

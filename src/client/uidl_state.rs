@@ -60,7 +60,7 @@ impl UidlState {
         if !self.seen.insert(uid.to_owned()) {
             return Ok(());
         }
-        let mut f = std::fs::OpenOptions::new()
+        let mut f = private_options()
             .create(true)
             .append(true)
             .open(&self.path)?;
@@ -82,7 +82,7 @@ impl UidlState {
             .collect();
         let tmp = self.path.with_extension("tmp");
         {
-            let mut f = std::fs::File::create(&tmp)?;
+            let mut f = private_options().write(true).truncate(true).open(&tmp)?;
             let mut out = String::new();
             for line in others {
                 out.push_str(&line);
@@ -101,6 +101,15 @@ impl UidlState {
         }
         Ok(())
     }
+}
+
+/// Owner-only file options: the state file tells which mail an account has.
+fn private_options() -> std::fs::OpenOptions {
+    let mut o = std::fs::OpenOptions::new();
+    o.create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o
 }
 
 /// Tabs and line breaks would break the line format; nothing legitimate in `user@host:port` contains them.
