@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use popguard::client::fetch::{self, FetchOptions, FetchSummary};
+use popguard::client::fetch::{self, FetchOptions, FetchSummary, Progress};
 use popguard::client::maildir::Maildir;
 use popguard::client::{
     AuthMethod, Client, ClientError, ConnectOptions, Eol, Security, apop_digest,
@@ -982,6 +982,49 @@ async fn fetch_interrupted_mid_message_deletes_nothing_and_keeps_no_partial_file
             fake.shared.uids().len(),
             5,
             "no QUIT, so the server deleted nothing"
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn fetch_local_write_failure_commits_only_the_saved_messages() {
+    within(TEST_TIMEOUT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let md = Maildir::open_or_create(dir.path().join("Maildir")).unwrap();
+        let fake = start_with(Script::default(), 5).await;
+        let c = logged_in(&fake).await;
+        let tmp = md.root().join("tmp");
+        // After message 2 is saved, tmp/ stops being a directory: message 3 cannot be written.
+        let mut break_disk = |p: Progress| {
+            if let Progress::Saved { number: 2, .. } = p {
+                std::fs::remove_dir(&tmp).unwrap();
+                std::fs::write(&tmp, b"not a directory").unwrap();
+            }
+        };
+        let mut summary = FetchSummary::default();
+        let err = fetch::fetch(
+            c,
+            &md,
+            &fetch_opts(true, false),
+            &mut summary,
+            &mut break_disk,
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ClientError::Maildir { .. }), "{err}");
+        assert_eq!(
+            (summary.fetched, summary.deleted, summary.committed),
+            (2, 2, true)
+        );
+        assert_eq!(
+            files_in(&md.root().join("new")),
+            sorted(vec![msg(1), msg(2)])
+        );
+        assert_eq!(
+            fake.shared.uids(),
+            ["uid-0003", "uid-0004", "uid-0005"],
+            "QUIT committed exactly the deletions of the saved messages"
         );
     })
     .await

@@ -155,9 +155,24 @@ async fn download<S: AsyncRead + AsyncWrite + Unpin>(
         cause,
     };
     for (n, listed, uid) in wanted {
-        let mut delivery = maildir.begin().await.map_err(md_err)?;
+        let mut delivery = maildir.begin();
+        let mut body = client.retr_body(*n, opts.eol).await?;
+        let mut write_error = None;
+        while let Some(chunk) = body.next_chunk().await? {
+            // After a local write error the rest is still read, so the session stays in step and QUIT can
+            // commit the deletions of the messages saved before this one.
+            if write_error.is_none()
+                && let Err(e) = delivery.write(chunk).await
+            {
+                write_error = Some(e);
+            }
+        }
+        drop(body);
         // On any error the delivery is dropped, which removes its tmp file: nothing half-written stays.
-        let octets = client.retr_to(*n, delivery.writer(), opts.eol).await?;
+        if let Some(e) = write_error {
+            return Err(md_err(e));
+        }
+        let octets = delivery.len();
         delivery.commit().await.map_err(md_err)?;
         summary.fetched += 1;
         summary.octets += octets;

@@ -1,14 +1,18 @@
 //! Safe delivery into a maildir (the qmail convention): write tmp/UNIQUE, fsync it, link it into new/, fsync new/.
 //! A message is in new/ complete or not at all, whatever crashes in between.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncWriteExt, BufWriter};
 
-/// Write buffer per message file: big enough that a long message costs few syscalls.
+/// Messages up to this size are assembled in memory and written, fsynced and linked in one trip to the blocking
+/// pool; larger ones are spooled to tmp/ as they arrive, so memory stays bounded whatever the message size.
+pub const IN_MEMORY_MAX: usize = 1024 * 1024;
+
+/// Write buffer of a spooled message file: big enough that a long message costs few system calls.
 const WRITE_BUFFER: usize = 64 * 1024;
 
 /// How many names we try when a unique name is unexpectedly taken (another deliverer with our pid after a restart,
@@ -38,31 +42,13 @@ impl Maildir {
         &self.root
     }
 
-    /// Starts a delivery: a new file in tmp/ with a name no other delivery uses.
-    pub async fn begin(&self) -> io::Result<Delivery> {
-        let mut last_err = None;
-        for _ in 0..NAME_ATTEMPTS {
-            let name = unique_name();
-            let tmp_path = self.root.join("tmp").join(&name);
-            let mut options = tokio::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            // Mail is private: owner-only, like the directories.
-            #[cfg(unix)]
-            options.mode(0o600);
-            match options.open(&tmp_path).await {
-                Ok(file) => {
-                    return Ok(Delivery {
-                        file: BufWriter::with_capacity(WRITE_BUFFER, file),
-                        tmp_path: Some(tmp_path),
-                        new_path: self.root.join("new").join(&name),
-                        new_dir: self.root.join("new"),
-                    });
-                }
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
-                Err(e) => return Err(e),
-            }
+    /// Starts a delivery; nothing touches the disk until it outgrows [`IN_MEMORY_MAX`] or is committed.
+    pub fn begin(&self) -> Delivery {
+        Delivery {
+            root: self.root.clone(),
+            spool: Spool::Memory(Vec::new()),
+            written: 0,
         }
-        Err(last_err.unwrap_or_else(|| io::Error::other("no unique file name found")))
     }
 }
 
@@ -100,87 +86,206 @@ fn host_name() -> String {
     raw.replace('/', "\\057").replace(':', "\\072")
 }
 
-/// One message being written; dropped without [`Delivery::commit`] it removes its tmp file.
+/// Creates tmp/UNIQUE (owner-only: mail is private), retrying if the name is somehow taken.
+fn create_tmp(root: &Path) -> io::Result<(std::fs::File, String)> {
+    let mut last_err = None;
+    for _ in 0..NAME_ATTEMPTS {
+        let name = unique_name();
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(root.join("tmp").join(&name)) {
+            Ok(file) => return Ok((file, name)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("no unique file name found")))
+}
+
+enum Spool {
+    Memory(Vec<u8>),
+    File {
+        file: BufWriter<tokio::fs::File>,
+        name: String,
+    },
+    Done,
+}
+
+/// One message being delivered. Dropped without [`Delivery::commit`], it leaves nothing behind.
 pub struct Delivery {
-    file: BufWriter<tokio::fs::File>,
-    tmp_path: Option<PathBuf>,
-    new_path: PathBuf,
-    new_dir: PathBuf,
+    root: PathBuf,
+    spool: Spool,
+    written: u64,
 }
 
 impl Delivery {
-    /// Where the message bytes go.
-    pub fn writer(&mut self) -> &mut BufWriter<tokio::fs::File> {
-        &mut self.file
+    /// Appends message bytes.
+    pub async fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.written += data.len() as u64;
+        match &mut self.spool {
+            Spool::Memory(buf) if buf.len() + data.len() <= IN_MEMORY_MAX => {
+                buf.extend_from_slice(data);
+                Ok(())
+            }
+            Spool::Memory(buf) => {
+                let held = std::mem::take(buf);
+                let root = self.root.clone();
+                let (file, name) = blocking(move || create_tmp(&root)).await?;
+                let file = BufWriter::with_capacity(WRITE_BUFFER, tokio::fs::File::from_std(file));
+                // From here on Drop removes the file, even if the writes below fail.
+                self.spool = Spool::File { file, name };
+                if let Spool::File { file, .. } = &mut self.spool {
+                    file.write_all(&held).await?;
+                    file.write_all(data).await?;
+                }
+                Ok(())
+            }
+            Spool::File { file, .. } => file.write_all(data).await,
+            Spool::Done => Err(io::Error::other("delivery already finished")),
+        }
+    }
+
+    /// Octets written so far.
+    pub fn len(&self) -> u64 {
+        self.written
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
     }
 
     /// Makes the message durable and visible: fsync the file, link it into new/, remove the tmp name, fsync new/.
     pub async fn commit(mut self) -> io::Result<PathBuf> {
-        self.file.flush().await?;
-        self.file.get_mut().sync_all().await?;
-        let Some(tmp) = self.tmp_path.clone() else {
-            return Err(io::Error::other("delivery already finished"));
-        };
-        // link() refuses to replace an existing file, where rename() would silently overwrite a message.
-        match tokio::fs::hard_link(&tmp, &self.new_path).await {
-            Ok(()) => {
-                self.tmp_path = None;
-                tokio::fs::remove_file(&tmp).await?;
+        let root = self.root.clone();
+        match std::mem::replace(&mut self.spool, Spool::Done) {
+            Spool::Memory(buf) => {
+                blocking(move || {
+                    let (mut file, name) = create_tmp(&root)?;
+                    if let Err(e) = file.write_all(&buf) {
+                        let _ = std::fs::remove_file(root.join("tmp").join(&name));
+                        return Err(e);
+                    }
+                    finish(file, &root, &name)
+                })
+                .await
             }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
-            // Filesystems without hard links: rename, after checking nothing is there.
-            Err(_) => {
-                if tokio::fs::try_exists(&self.new_path).await? {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AlreadyExists,
-                        "maildir name already in new/",
-                    ));
-                }
-                tokio::fs::rename(&tmp, &self.new_path).await?;
-                self.tmp_path = None;
+            Spool::File { mut file, name } => {
+                let flushed = file.flush().await;
+                let std_file = match flushed {
+                    Ok(()) => file.into_inner().into_std().await,
+                    Err(e) => {
+                        let _ = tokio::fs::remove_file(root.join("tmp").join(&name)).await;
+                        return Err(e);
+                    }
+                };
+                blocking(move || finish(std_file, &root, &name)).await
             }
+            Spool::Done => Err(io::Error::other("delivery already finished")),
         }
-        sync_dir(&self.new_dir).await?;
-        Ok(self.new_path.clone())
     }
 }
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if let Some(tmp) = self.tmp_path.take() {
-            let _ = std::fs::remove_file(tmp);
+        if let Spool::File { name, .. } = &self.spool {
+            let _ = std::fs::remove_file(self.root.join("tmp").join(name));
         }
     }
 }
 
-/// fsync a directory so a new entry in it survives a crash.
-pub(crate) async fn sync_dir(dir: &Path) -> io::Result<()> {
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+/// Runs file-system work on the blocking pool: one trip per call, which matters on a busy machine.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
         .await
-        .map_err(io::Error::other)?
+        .unwrap_or_else(|join| Err(io::Error::other(join)))
+}
+
+/// fsync tmp/NAME, link it as new/NAME (or rename it where the filesystem has no hard links), fsync new/. On
+/// failure before the message reached new/, the tmp file is removed, so nothing half-delivered stays behind.
+fn finish(file: std::fs::File, root: &Path, name: &str) -> io::Result<PathBuf> {
+    let tmp = root.join("tmp").join(name);
+    let new_dir = root.join("new");
+    let new_path = new_dir.join(name);
+    let result = (|| {
+        file.sync_all()?;
+        // link() refuses to replace an existing file, where rename() would silently overwrite a message.
+        match std::fs::hard_link(&tmp, &new_path) {
+            Ok(()) => std::fs::remove_file(&tmp)?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+            Err(_) => {
+                if std::fs::exists(&new_path)? {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AlreadyExists,
+                        "maildir name already in new/",
+                    ));
+                }
+                std::fs::rename(&tmp, &new_path)?;
+            }
+        }
+        std::fs::File::open(&new_dir)?.sync_all()
+    })();
+    match result {
+        Ok(()) => Ok(new_path),
+        Err(e) => {
+            if !std::fs::exists(&new_path).unwrap_or(false) {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            Err(e)
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn count(dir: &Path) -> usize {
+        std::fs::read_dir(dir).unwrap().count()
+    }
+
     #[tokio::test]
-    async fn commit_moves_a_complete_file_into_new_and_drop_cleans_tmp() {
+    async fn small_and_spooled_messages_land_whole_in_new_and_drop_cleans_tmp() {
         let dir = tempfile::tempdir().unwrap();
         let md = Maildir::open_or_create(dir.path().join("Mail")).unwrap();
-        let mut d = md.begin().await.unwrap();
-        d.writer().write_all(b"Subject: x\n\nbody\n").await.unwrap();
+        let mut d = md.begin();
+        d.write(b"Subject: x\n\nbody\n").await.unwrap();
         let path = d.commit().await.unwrap();
         assert_eq!(path.parent().unwrap(), md.root().join("new"));
         assert_eq!(std::fs::read(&path).unwrap(), b"Subject: x\n\nbody\n");
-        assert_eq!(std::fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
 
-        let mut d = md.begin().await.unwrap();
-        d.writer().write_all(b"half a message").await.unwrap();
+        // Past the in-memory cap the message goes to tmp/ while it arrives.
+        let big: Vec<u8> = (0..IN_MEMORY_MAX + 5000)
+            .map(|i| b'a' + (i % 26) as u8)
+            .collect();
+        let mut d = md.begin();
+        for piece in big.chunks(7000) {
+            d.write(piece).await.unwrap();
+        }
+        assert_eq!(count(&md.root().join("tmp")), 1, "spooled to tmp/");
+        assert_eq!(d.len(), big.len() as u64);
+        let path = d.commit().await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), big);
+        assert_eq!(count(&md.root().join("tmp")), 0);
+
+        // Abandoned deliveries leave nothing, spooled or not.
+        let mut d = md.begin();
+        d.write(b"half a message").await.unwrap();
         drop(d);
-        assert_eq!(std::fs::read_dir(md.root().join("tmp")).unwrap().count(), 0);
-        assert_eq!(std::fs::read_dir(md.root().join("new")).unwrap().count(), 1);
+        let mut d = md.begin();
+        d.write(&big).await.unwrap();
+        drop(d);
+        assert_eq!(count(&md.root().join("tmp")), 0);
+        assert_eq!(count(&md.root().join("new")), 2);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0, "mail files are owner-only: {mode:o}");
+        }
     }
 
     #[test]

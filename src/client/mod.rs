@@ -499,55 +499,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         out: &mut W,
         eol: Eol,
     ) -> Result<u64, ClientError> {
-        let mut chunk = Vec::new();
-        let mut converted = Vec::new();
-        let mut lf = CrlfToLf::new();
+        let mut body = self.body(command, eol);
         let mut written: u64 = 0;
-        let mut received: u64 = 0;
         let mut sink_error = None;
-        loop {
-            chunk.clear();
-            let step =
-                tokio::time::timeout(self.timeout, self.stream.read_multiline_chunk(&mut chunk))
-                    .await;
-            let done = match step {
-                Err(_) => {
-                    self.broken = true;
-                    return Err(ClientError::Timeout {
-                        what: command,
-                        secs: self.timeout,
-                    });
-                }
-                Ok(Err(Pop3Error::Closed | Pop3Error::UnexpectedEof)) => {
-                    self.broken = true;
-                    return Err(ClientError::ClosedMidMessage { command, received });
-                }
-                Ok(Err(cause)) => {
-                    self.broken = true;
-                    return Err(ClientError::Wire { command, cause });
-                }
-                Ok(Ok(done)) => done,
-            };
-            received += chunk.len() as u64;
-            let data: &[u8] = match eol {
-                Eol::Crlf => &chunk,
-                Eol::Lf => {
-                    converted.clear();
-                    lf.convert(&chunk, &mut converted);
-                    if done {
-                        lf.finish(&mut converted);
-                    }
-                    &converted
-                }
-            };
-            if sink_error.is_none() && !data.is_empty() {
+        while let Some(data) = body.next_chunk().await? {
+            if sink_error.is_none() {
                 match out.write_all(data).await {
                     Ok(()) => written += data.len() as u64,
                     Err(e) => sink_error = Some(e),
                 }
-            }
-            if done {
-                break;
             }
         }
         if sink_error.is_none()
@@ -558,6 +518,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         match sink_error {
             Some(e) => Err(ClientError::Sink(e)),
             None => Ok(written),
+        }
+    }
+
+    fn body(&mut self, command: &'static str, eol: Eol) -> Body<'_, S> {
+        Body {
+            client: self,
+            command,
+            eol,
+            lf: CrlfToLf::new(),
+            chunk: Vec::new(),
+            converted: Vec::new(),
+            received: 0,
+            done: false,
         }
     }
 
@@ -833,6 +806,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.copy_body("RETR", out, eol).await
     }
 
+    /// RETR n as a [`Body`] to pull chunk by chunk (for callers that decide per chunk where the bytes go).
+    pub async fn retr_body(&mut self, n: u32, eol: Eol) -> Result<Body<'_, S>, ClientError> {
+        self.command(&Command::Retr(n)).await?;
+        Ok(self.body("RETR", eol))
+    }
+
     /// RETR n into memory as on the wire (CRLF, un-stuffed), refusing messages over `limit` octets.
     pub async fn retr(&mut self, n: u32, limit: usize) -> Result<Vec<u8>, ClientError> {
         self.command(&Command::Retr(n)).await?;
@@ -878,6 +857,94 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         // The server closes after +OK; a failed TLS close_notify changes nothing for the mail.
         let _ = tokio::time::timeout(Duration::from_secs(5), inner.shutdown()).await;
         Ok(())
+    }
+}
+
+/// A multi-line reply being read. Pull it with [`Body::next_chunk`] to the end; dropping it earlier leaves the
+/// session out of step, so the client then refuses further commands ([`ClientError::Broken`]).
+pub struct Body<'a, S> {
+    client: &'a mut Client<S>,
+    command: &'static str,
+    eol: Eol,
+    lf: CrlfToLf,
+    chunk: Vec<u8>,
+    converted: Vec<u8>,
+    received: u64,
+    done: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Body<'_, S> {
+    /// The next piece of content (un-stuffed, line ends as asked), never empty; `None` once the terminating line
+    /// has been read. Each piece is at most about one read buffer of the wire layer.
+    pub async fn next_chunk(&mut self) -> Result<Option<&[u8]>, ClientError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if self.client.broken {
+                return Err(ClientError::Broken);
+            }
+            self.chunk.clear();
+            let limit = self.client.timeout;
+            let step = tokio::time::timeout(
+                limit,
+                self.client.stream.read_multiline_chunk(&mut self.chunk),
+            )
+            .await;
+            let command = self.command;
+            let done = match step {
+                Ok(Ok(done)) => done,
+                failed => {
+                    self.client.broken = true;
+                    return Err(match failed {
+                        Err(_) => ClientError::Timeout {
+                            what: command,
+                            secs: limit,
+                        },
+                        Ok(Err(Pop3Error::Closed | Pop3Error::UnexpectedEof)) => {
+                            ClientError::ClosedMidMessage {
+                                command,
+                                received: self.received,
+                            }
+                        }
+                        Ok(Err(cause)) => ClientError::Wire { command, cause },
+                        Ok(Ok(_)) => ClientError::Broken,
+                    });
+                }
+            };
+            self.received += self.chunk.len() as u64;
+            self.done = done;
+            let empty = match self.eol {
+                Eol::Crlf => self.chunk.is_empty(),
+                Eol::Lf => {
+                    self.converted.clear();
+                    self.lf.convert(&self.chunk, &mut self.converted);
+                    if done {
+                        self.lf.finish(&mut self.converted);
+                    }
+                    self.converted.is_empty()
+                }
+            };
+            if !empty {
+                return Ok(Some(match self.eol {
+                    Eol::Crlf => &self.chunk,
+                    Eol::Lf => &self.converted,
+                }));
+            }
+        }
+    }
+
+    /// Octets of content received so far (un-stuffed, before any line-end conversion).
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+}
+
+impl<S> Drop for Body<'_, S> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.client.broken = true;
+        }
     }
 }
 
