@@ -31,8 +31,8 @@ only used without asking when the server is on a loopback address: popguard refu
 to any other host unless you pass --tls none. Certificates are checked against the system roots plus --ca-file, and \
 must be valid for the host name given in --server.
 
-Saved messages (retr -o, fetch) get LF line ends, the maildir and Unix convention; pass --crlf to keep the CRLF \
-of the wire.")]
+Messages printed or saved (retr, top, fetch) get LF line ends, the maildir and Unix convention (getmail and \
+fetchmail do the same); pass --crlf to keep the CRLF of the wire.")]
 pub struct Args {
     /// The POP3 server, HOST:PORT (PORT defaults to 995 with --tls implicit, otherwise 110).
     #[arg(long, value_name = "HOST:PORT")]
@@ -98,7 +98,8 @@ enum ClientCommand {
         /// The maildir (created with tmp/, new/ and cur/ if missing).
         #[arg(long, value_name = "MAILDIR")]
         to: PathBuf,
-        /// Delete each message from the server once it is safely written (committed by QUIT at the end).
+        /// Delete each message from the server once it is safely written (committed by QUIT at the end;
+        /// messages skipped by --new-only stay on the server).
         #[arg(long)]
         delete: bool,
         /// Skip messages fetched before (their UIDLs are kept in MAILDIR/.popguard-uidls per user@server).
