@@ -182,13 +182,13 @@ impl Quarantine {
         );
         journal::append(&self.dir, &self.path(), &buf)?;
         let prefix = std::fs::read(self.message_path(uidl)).ok();
-        Ok(Some((
-            QuarantineEntry {
+        Ok(Some(Released {
+            entry: QuarantineEntry {
                 released: true,
                 ..entry
             },
             prefix,
-        )))
+        }))
     }
 
     /// Forgets entries whose message left the maildrop (and their prefix files). Call only after a complete
