@@ -3,14 +3,29 @@
 //! `config` (this file) owns the `[proxy]` section; `mailbox_map` the client↔upstream numbering; `tag` the header
 //! splicing; the session state machine, upstream connections and routing live beside them.
 
+pub mod capa;
 pub mod mailbox_map;
+pub mod sasl;
+pub mod scan;
+pub mod session;
 pub mod tag;
+pub mod upstream;
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::filter::Filter;
+use crate::tls::{self, TlsError};
+use upstream::{Connect, Routing, TcpConnect};
 
 /// RFC 1939 §3: an autologout timer "MUST be of at least 10 minutes' duration" for an idle client.
 pub const RFC1939_MIN_AUTOLOGOUT: Duration = Duration::from_secs(10 * 60);
@@ -190,6 +205,140 @@ impl ProxyConfig {
             None => u32::try_from(scan_limit / 2 + 1).unwrap_or(u32::MAX),
         }
     }
+}
+
+/// Why the proxy cannot start; each message says what to change.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("proxy configuration: {0}")]
+    Config(String),
+    #[error("TLS setup: {0}")]
+    Tls(#[from] TlsError),
+    #[error(
+        "refusing to listen on {0} without client TLS: passwords would cross the network in clear. Listen on \
+         127.0.0.1, set proxy.tls_cert and proxy.tls_key, or set proxy.allow_non_loopback = true on a trusted network"
+    )]
+    NonLoopback(SocketAddr),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Everything sessions share: configuration, filter, routing, TLS settings, and how to reach upstreams.
+pub struct Proxy<C: Connect = TcpConnect> {
+    pub config: Arc<Config>,
+    pub filter: Arc<Filter>,
+    pub connector: C,
+    pub routing: Routing,
+    /// TLS towards clients (a certificate is configured).
+    pub client_tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS towards upstreams (system roots plus `ca_file`), built when some upstream needs it.
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    pub data_dir: PathBuf,
+    user_actions: HashMap<String, Action>,
+}
+
+impl<C: Connect> Proxy<C> {
+    /// Checks the configuration and loads certificates; errors name the key to fix.
+    pub fn new(
+        config: Arc<Config>,
+        filter: Arc<Filter>,
+        connector: C,
+    ) -> Result<Proxy<C>, ProxyError> {
+        let p = &config.proxy;
+        let routing = Routing::from_config(&config).map_err(ProxyError::Config)?;
+        let mut user_actions = HashMap::new();
+        for (name, u) in &config.users {
+            if let Some(a) = &u.action {
+                let a = a
+                    .parse::<Action>()
+                    .map_err(|e| ProxyError::Config(format!("users.{name}.action: {e}")))?;
+                user_actions.insert(name.clone(), a);
+            }
+        }
+        let client_tls = match (&p.tls_cert, &p.tls_key) {
+            (Some(c), Some(k)) => Some(tls::server_config(c, k)?),
+            (None, None) => None,
+            _ => {
+                return Err(ProxyError::Config(
+                    "proxy.tls_cert and proxy.tls_key go together: set both or neither".into(),
+                ));
+            }
+        };
+        let upstream_tls = if routing.needs_tls() {
+            Some(tls::client_config(p.ca_file.as_deref())?)
+        } else {
+            None
+        };
+        if p.subject_prefix.contains(['\r', '\n']) {
+            return Err(ProxyError::Config(
+                "proxy.subject_prefix must be one line".into(),
+            ));
+        }
+        Ok(Proxy {
+            data_dir: config.data_dir(),
+            config,
+            filter,
+            connector,
+            routing,
+            client_tls,
+            upstream_tls,
+            user_actions,
+        })
+    }
+
+    /// Replaces the upstream TLS trust (tests trust only their own CA).
+    pub fn with_upstream_tls(mut self, cfg: Arc<rustls::ClientConfig>) -> Self {
+        self.upstream_tls = Some(cfg);
+        self
+    }
+
+    /// The action for a user: `users.NAME.action`, else `proxy.action`.
+    pub fn action_for(&self, user: &str) -> Action {
+        self.user_actions
+            .get(user)
+            .copied()
+            .unwrap_or(self.config.proxy.action)
+    }
+
+    /// Refuses a listener reachable from other hosts unless clients get TLS or the config opts in.
+    pub fn check_listen(&self, addr: SocketAddr) -> Result<(), ProxyError> {
+        if addr.ip().is_loopback()
+            || self.client_tls.is_some()
+            || self.config.proxy.allow_non_loopback
+        {
+            Ok(())
+        } else {
+            Err(ProxyError::NonLoopback(addr))
+        }
+    }
+}
+
+/// Runs the proxy on an already bound listener until `shutdown` completes (tests bind port 0).
+pub async fn run(
+    listener: TcpListener,
+    config: Arc<Config>,
+    filter: Arc<Filter>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let proxy = Arc::new(Proxy::new(config, filter, TcpConnect)?);
+    serve(listener, proxy, shutdown).await
+}
+
+/// Like [`run`] with a prepared [`Proxy`] (custom connector or TLS trust).
+pub async fn serve<C: Connect>(
+    listener: TcpListener,
+    proxy: Arc<Proxy<C>>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    let addr = listener.local_addr()?;
+    proxy.check_listen(addr)?;
+    tracing::info!(%addr, "proxy listening");
+    let max = proxy.config.proxy.max_sessions;
+    crate::listener::serve(listener, max, shutdown, move |stream, peer| {
+        session::serve_connection(proxy.clone(), stream, Some(peer))
+    })
+    .await;
+    Ok(())
 }
 
 /// The bytes of `message` that the proxy scores: with `scan_lines` set, the header and that many body lines; then at

@@ -99,23 +99,37 @@ impl Quarantine {
     /// Records newly hidden messages with their scanned prefixes. The prefix files are written first, so a record
     /// never points at a missing file after a crash.
     pub fn add(&self, batch: &[(QuarantineEntry, Vec<u8>)]) -> Result<(), StoreError> {
-        if batch.is_empty() {
-            return Ok(());
+        for (entry, prefix) in batch {
+            self.store_prefix(&entry.uidl, prefix)?;
         }
+        let entries: Vec<QuarantineEntry> = batch.iter().map(|(e, _)| e.clone()).collect();
+        self.add_entries(&entries)
+    }
+
+    /// Keeps the scanned bytes of a hidden message (written as soon as it is scored, so a large first scan does not
+    /// hold them in memory).
+    pub fn store_prefix(&self, key: &str, prefix: &[u8]) -> Result<(), StoreError> {
         let mdir = self.dir.join(QUARANTINE_DIR);
         std::fs::create_dir_all(&mdir).map_err(|source| StoreError::Io {
             action: "create",
             path: mdir.clone(),
             source,
         })?;
+        let p = self.message_path(key);
+        std::fs::write(&p, prefix).map_err(|source| StoreError::Io {
+            action: "write",
+            path: p.clone(),
+            source,
+        })
+    }
+
+    /// Appends records for hidden messages (one sync for the batch).
+    pub fn add_entries(&self, entries: &[QuarantineEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
         let mut buf = Vec::new();
-        for (entry, prefix) in batch {
-            let p = self.message_path(&entry.uidl);
-            std::fs::write(&p, prefix).map_err(|source| StoreError::Io {
-                action: "write",
-                path: p.clone(),
-                source,
-            })?;
+        for entry in entries {
             journal::encode(
                 &Record {
                     key: entry.uidl.clone(),
