@@ -153,17 +153,6 @@ impl MailboxMap {
         }
     }
 
-    /// Translates the upstream's LAST answer (highest upstream number accessed) into the highest client number
-    /// at or below it.
-    pub fn last_from_upstream(&self, upstream_last: u32) -> u32 {
-        let k = self
-            .visible
-            .iter()
-            .take_while(|&&idx| self.slots[idx].info.upstream <= upstream_last)
-            .count();
-        u32::try_from(k).unwrap_or(u32::MAX)
-    }
-
     /// Every message, hidden ones included, in upstream order.
     pub fn all(&self) -> impl Iterator<Item = &MessageInfo> + '_ {
         self.slots.iter().map(|s| &s.info)
@@ -200,7 +189,6 @@ mod tests {
         assert!(m.is_empty());
         assert_eq!(m.get(1), Err(MapError::NoSuchMessage));
         assert_eq!(m.listing().count(), 0);
-        assert_eq!(m.last_from_upstream(0), 0);
     }
 
     #[test]
@@ -287,20 +275,6 @@ mod tests {
         m.rset();
         m.mark_hidden_deleted(2);
         assert_eq!(m.get(1).map(|i| i.upstream), Ok(2));
-    }
-
-    #[test]
-    fn last_translation() {
-        let m = map(5, &[2, 4]);
-        assert_eq!(m.last_from_upstream(0), 0);
-        assert_eq!(m.last_from_upstream(1), 1);
-        assert_eq!(m.last_from_upstream(2), 1);
-        assert_eq!(m.last_from_upstream(3), 2);
-        assert_eq!(m.last_from_upstream(4), 2);
-        assert_eq!(m.last_from_upstream(5), 3);
-        assert_eq!(m.last_from_upstream(99), 3);
-        let first_hidden = map(3, &[1]);
-        assert_eq!(first_hidden.last_from_upstream(1), 0);
     }
 
     #[test]

@@ -227,6 +227,8 @@ pub enum ProxyError {
 pub struct Proxy<C: Connect = TcpConnect> {
     pub config: Arc<Config>,
     pub filter: Arc<Filter>,
+    /// What scores messages: the filter, unless replaced with [`Proxy::with_scorer`].
+    pub scorer: scan::Scorer,
     pub connector: C,
     pub routing: Routing,
     /// TLS towards clients (a certificate is configured).
@@ -277,6 +279,7 @@ impl<C: Connect> Proxy<C> {
         Ok(Proxy {
             data_dir: config.data_dir(),
             config,
+            scorer: scan::Scorer::Filter(filter.clone()),
             filter,
             connector,
             routing,
@@ -289,6 +292,15 @@ impl<C: Connect> Proxy<C> {
     /// Replaces the upstream TLS trust (tests trust only their own CA).
     pub fn with_upstream_tls(mut self, cfg: Arc<rustls::ClientConfig>) -> Self {
         self.upstream_tls = Some(cfg);
+        self
+    }
+
+    /// Scores with a fixed function instead of the filter (tests and benchmarks independent of rule tuning).
+    pub fn with_scorer(
+        mut self,
+        f: impl Fn(Option<&str>, &[u8]) -> crate::filter::Verdict + Send + Sync + 'static,
+    ) -> Self {
+        self.scorer = scan::Scorer::Func(Arc::new(f));
         self
     }
 

@@ -29,6 +29,35 @@ pub const MAX_PARALLEL_SCORING: usize = 8;
 /// RFC 1939 §7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
 pub const MAX_UIDL_LEN: usize = 70;
 
+/// A scoring function: user and message bytes in, verdict out.
+pub type ScoreFn = dyn Fn(Option<&str>, &[u8]) -> Verdict + Send + Sync;
+
+/// What scores a message: the real filter, or a fixed function (tests and benchmarks that must not depend on
+/// rule tuning).
+#[derive(Clone)]
+pub enum Scorer {
+    Filter(Arc<Filter>),
+    Func(Arc<ScoreFn>),
+}
+
+impl Scorer {
+    pub async fn score(&self, user: Option<&str>, message: &[u8]) -> Verdict {
+        match self {
+            Scorer::Filter(f) => f.score(user, message, &ScoreOptions::default()).await,
+            Scorer::Func(f) => f(user, message),
+        }
+    }
+}
+
+impl std::fmt::Debug for Scorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scorer::Filter(_) => "Scorer::Filter",
+            Scorer::Func(_) => "Scorer::Func",
+        })
+    }
+}
+
 /// The upstream's view of the maildrop.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
@@ -167,7 +196,7 @@ struct TaskOut {
 /// Fetches and scores every job; `known` says whether a digest key is already cached.
 pub async fn scan<T>(
     up: &mut Upstream<T>,
-    filter: &Arc<Filter>,
+    filter: &Scorer,
     user: &str,
     jobs: Vec<ScanJob>,
     settings: &ScanSettings,
@@ -299,7 +328,7 @@ fn start_scoring(
     job: &ScanJob,
     prefix: Vec<u8>,
     complete: bool,
-    filter: &Arc<Filter>,
+    filter: &Scorer,
     user: &str,
     settings: &ScanSettings,
     known: &(dyn Fn(&str) -> bool + Sync),
@@ -328,9 +357,7 @@ fn start_scoring(
     let subject_prefix = settings.subject_prefix.clone();
     let keep_spam = settings.quarantine.is_some();
     tasks.spawn(async move {
-        let verdict = filter
-            .score(Some(&user), &prefix, &ScoreOptions::default())
-            .await;
+        let verdict = filter.score(Some(&user), &prefix).await;
         let edit = tag::subject_edit(&prefix, end, head_cap, &subject_prefix, Eol::Crlf);
         let subject_delta = u32::try_from(edit.len()).unwrap_or(u32::MAX);
         let spam = verdict.is_spam();

@@ -82,6 +82,8 @@ struct Mailbox {
     has_uidl: bool,
     /// Cache keys of every message in the maildrop (for pruning the stores).
     keys: HashSet<String>,
+    /// Highest client number retrieved with RETR since login or RSET, for LAST.
+    last: u32,
 }
 
 /// Everything but the client stream (which is replaced on STLS).
@@ -769,7 +771,7 @@ where
             Command::Retr(n) => self.relay_message(n, None).await?,
             Command::Top(n, lines) => self.relay_message(n, Some(lines)).await?,
             Command::Dele(n) => self.dele(n).await?,
-            Command::Last => self.last().await?,
+            Command::Last => self.last(),
             Command::Noop => {
                 let r = self.core.upstream()?.command(&Command::Noop).await?;
                 self.reply(r);
@@ -780,6 +782,7 @@ where
                     && let Some(mb) = self.core.mailbox.as_mut()
                 {
                     mb.map.rset();
+                    mb.last = 0;
                     let (count, size) = mb.map.stat();
                     self.reply(Response::ok(format!(
                         "maildrop has {count} messages ({size} octets)"
@@ -838,24 +841,11 @@ where
         Ok(())
     }
 
-    async fn last(&mut self) -> Result<(), SessionError> {
-        let r = self.core.upstream()?.command(&Command::Last).await?;
-        let reply = if r.is_ok() {
-            match (
-                r.text
-                    .split_whitespace()
-                    .next()
-                    .and_then(|t| t.parse::<u32>().ok()),
-                self.map(),
-            ) {
-                (Some(m), Some(map)) => Response::ok(map.last_from_upstream(m).to_string()),
-                _ => Response::err("LAST: unexpected answer from the mail server"),
-            }
-        } else {
-            r
-        };
-        self.reply(reply);
-        Ok(())
+    /// LAST (RFC 1725 §5): the highest message number retrieved in this session, counted by the proxy. The
+    /// upstream's own answer would count the scan's TOP commands as accesses and make new mail look read.
+    fn last(&mut self) {
+        let n = self.core.mailbox.as_ref().map_or(0, |m| m.last);
+        self.reply(Response::ok(n.to_string()));
     }
 
     /// RETR (`top == None`) or TOP: the upstream body streamed to the client, tagged in its header.
@@ -944,6 +934,11 @@ where
         match tokio::time::timeout(t, client.finish_multiline()).await {
             Err(_) => return Err(SessionError::ClientWriteTimeout(t.as_secs())),
             Ok(r) => r?,
+        }
+        if top.is_none()
+            && let Some(mb) = core.mailbox.as_mut()
+        {
+            mb.last = mb.last.max(n);
         }
         if top.is_none() && sent != m.client_size {
             warn!(
@@ -1088,7 +1083,7 @@ impl<C: Connect> Core<C> {
         let head_cap = self.head_cap();
         let quarantine =
             (action == Action::Hide).then(|| Quarantine::open(&self.proxy.data_dir, &user));
-        let filter = self.proxy.filter.clone();
+        let filter = self.proxy.scorer.clone();
         let started = std::time::Instant::now();
 
         let up = self
@@ -1272,6 +1267,7 @@ impl<C: Connect> Core<C> {
             tags,
             has_uidl: listing.uidls.is_some(),
             keys,
+            last: 0,
         });
         Ok(())
     }
