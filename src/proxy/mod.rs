@@ -440,6 +440,65 @@ max_sessions = 8
         assert!(p.client_tls_enabled());
     }
 
+    /// The shipped example parses, shows the real defaults, and every commented `# key = value` line parses too.
+    #[test]
+    fn example_config_parses_with_every_optional_key() {
+        let text = include_str!("../../popguard.example.toml");
+        let c = Config::parse(text).unwrap();
+        let d = ProxyConfig::default();
+        let p = &c.proxy;
+        assert_eq!(p.listen, d.listen);
+        assert_eq!(p.subject_prefix, d.subject_prefix);
+        assert_eq!(
+            (
+                p.client_timeout,
+                p.upstream_timeout,
+                p.connect_timeout,
+                p.max_sessions
+            ),
+            (
+                d.client_timeout,
+                d.upstream_timeout,
+                d.connect_timeout,
+                d.max_sessions
+            )
+        );
+        assert_eq!(
+            (p.delete_hidden, p.route_by_login, p.allow_non_loopback),
+            (false, false, false)
+        );
+        assert_eq!(c.filter.scan_limit, crate::filter::DEFAULT_SCAN_LIMIT);
+        assert_eq!(
+            c.filter.spam_threshold,
+            crate::filter::DEFAULT_SPAM_THRESHOLD
+        );
+        assert_eq!(
+            c.filter.unsure_threshold,
+            crate::filter::DEFAULT_UNSURE_THRESHOLD
+        );
+        let dn = crate::filter::dnsbl::DnsblConfig::default();
+        assert_eq!(c.dnsbl.zones.len(), dn.zones.len());
+        assert_eq!(c.dnsbl.budget_ms, dn.budget_ms);
+        upstream::Routing::from_config(&c).unwrap();
+
+        let key_line = regex::Regex::new(r"^# ?[a-z_]+ = ").unwrap();
+        let all: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                if key_line.is_match(l) {
+                    l.trim_start_matches('#').trim_start()
+                } else {
+                    l
+                }
+            })
+            .collect();
+        let c = Config::parse(&all.join("\n")).unwrap();
+        assert!(c.data_dir.is_some() && c.rules.dir.is_some());
+        assert!(c.proxy.client_tls_enabled() && c.proxy.ca_file.is_some());
+        assert_eq!(c.proxy.scan_lines, Some(200));
+        assert!(c.user("alice").unwrap().rules.is_some());
+    }
+
     #[test]
     fn bad_action_is_an_error() {
         let e = crate::config::Config::parse("[proxy]\naction = \"drop\"\n").unwrap_err();
