@@ -577,10 +577,13 @@ where
             ));
             return Ok(());
         }
-        let initial = initial.filter(|i| i.expose() != "=");
         if self.core.proxy.routing.is_static() && self.core.up.is_some() {
-            // One upstream for everyone: relay the exchange as it comes, reading the user name on the way.
-            let user = initial.as_ref().and_then(|i| sasl::user_of(&mech, i).ok());
+            // One upstream for everyone: relay the exchange as it comes (an empty "=" initial response too),
+            // reading the user name on the way.
+            let user = initial
+                .as_ref()
+                .filter(|i| i.expose() != "=")
+                .and_then(|i| sasl::user_of(&mech, i).ok());
             if let Some(up) = self.core.up.as_mut() {
                 up.send(&Command::Auth {
                     mechanism: Some(mech.clone()),
@@ -591,7 +594,7 @@ where
             return self.sasl_relay(&mech, user).await;
         }
         // Routing needs the user before the upstream is known: take the first message from the client.
-        let first = match initial {
+        let first = match initial.filter(|i| i.expose() != "=") {
             Some(i) => i,
             None => {
                 let challenge = if mech == "LOGIN" {
