@@ -617,3 +617,97 @@ async fn per_user_upstreams_route_by_login_name() {
     })
     .await
 }
+
+/// `popguard quarantine list` shows what was hidden; `release` brings it back next session and trains it as ham.
+#[tokio::test]
+async fn quarantine_cli_lists_and_releases() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new(mixed(), Behaviour::default());
+        let p = proxy(config(dir.path(), "hide", ""), fake, Default::default());
+        let mut c = connect(&p).await;
+        c.login().await;
+        assert!(c.cmd("STAT").await.text.starts_with("2 "));
+        assert!(c.cmd("QUIT").await.is_ok());
+
+        let bin = env!("CARGO_BIN_EXE_popguard");
+        let data = dir.path().to_str().unwrap();
+        let run = |args: &[&str]| {
+            std::process::Command::new(bin)
+                .args(args)
+                .env_remove("POPGUARD_CONFIG")
+                .output()
+                .unwrap()
+        };
+        let out = run(&[
+            "quarantine",
+            "list",
+            "--user",
+            "alice",
+            "--data-dir",
+            data,
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let entry: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(entry["uidl"], "uid-b");
+        assert_eq!(entry["subject"], "SPAM-ME cheap pills");
+        assert_eq!(entry["rules"][0], "TEST_SPAM");
+        let table = run(&["quarantine", "list", "--user", "alice", "--data-dir", data]);
+        assert!(String::from_utf8_lossy(&table.stdout).contains("uid-b"));
+
+        let out = run(&[
+            "quarantine",
+            "release",
+            "--user",
+            "alice",
+            "--data-dir",
+            data,
+            "uid-b",
+        ]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{said} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.contains("released uid-b") && said.contains("trained as ham"),
+            "{said}"
+        );
+        let again = run(&[
+            "quarantine",
+            "release",
+            "--user",
+            "alice",
+            "--data-dir",
+            data,
+            "nope",
+        ]);
+        assert!(!again.status.success());
+
+        let mut c = connect(&p).await;
+        c.login().await;
+        assert!(
+            c.cmd("STAT").await.text.starts_with("3 "),
+            "released mail is visible again"
+        );
+        let empty = run(&[
+            "quarantine",
+            "list",
+            "--user",
+            "alice",
+            "--data-dir",
+            data,
+            "--json",
+        ]);
+        assert_eq!(String::from_utf8_lossy(&empty.stdout).trim(), "");
+    })
+    .await
+}

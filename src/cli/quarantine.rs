@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
+use popguard::filter::bayes::{TrainClass, train_message};
 use popguard::store::quarantine::Quarantine;
 use popguard::store::verdicts::VerdictStore;
 
@@ -108,15 +109,35 @@ fn release(a: ReleaseArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     };
     VerdictStore::release(&data_dir, &a.user, &a.uidl).context("updating the verdict cache")?;
-    // TODO(lead): once helper "bayes" lands `popguard::filter::bayes::train_message`, train `released.prefix`
-    // as ham for `a.user` here, so the classifier learns from the correction.
-    let trained = false;
+    // The user's correction: the bytes that were scored, trained as ham (moved out of spam if autolearn put
+    // them there).
+    let trained = match (&released.prefix, config.bayes.train_on_release) {
+        (Some(bytes), true) => match train_message(&config, &a.user, bytes, TrainClass::Ham, false)
+        {
+            Ok(outcome) => Some(format!("{outcome:?}")),
+            Err(e) => {
+                eprintln!("warning: could not train the released message as ham: {e}");
+                None
+            }
+        },
+        (None, true) => {
+            eprintln!(
+                "warning: the scanned copy of {} is gone; not trained",
+                a.uidl
+            );
+            None
+        }
+        (_, false) => None,
+    };
     println!(
         "released {} ({}) for {}: it will be shown from the next session on{}",
         a.uidl,
         released.entry.subject,
         a.user,
-        if trained { "; trained as ham" } else { "" }
+        match trained {
+            Some(outcome) => format!("; Bayes: trained as ham ({outcome})"),
+            None => String::new(),
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -479,6 +479,13 @@ max_sessions = 8
         let dn = crate::filter::dnsbl::DnsblConfig::default();
         assert_eq!(c.dnsbl.zones.len(), dn.zones.len());
         assert_eq!(c.dnsbl.budget_ms, dn.budget_ms);
+        let b = crate::filter::bayes::BayesConfig::default();
+        assert_eq!(c.bayes.bands, b.bands);
+        assert_eq!(
+            (c.bayes.min_spam, c.bayes.max_tokens),
+            (b.min_spam, b.max_tokens)
+        );
+        assert_eq!(c.bayes.max_tokens_per_message, b.max_tokens_per_message);
         upstream::Routing::from_config(&c).unwrap();
 
         let key_line = regex::Regex::new(r"^# ?[a-z_]+ = ").unwrap();
@@ -497,6 +504,7 @@ max_sessions = 8
         assert!(c.proxy.client_tls_enabled() && c.proxy.ca_file.is_some());
         assert_eq!(c.proxy.scan_lines, Some(200));
         assert!(c.user("alice").unwrap().rules.is_some());
+        assert!(c.bayes.autolearn_spam.is_some() && c.bayes.autolearn_ham.is_some());
     }
 
     #[test]
