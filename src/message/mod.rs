@@ -134,7 +134,11 @@ impl MessageView {
         }
         self.subject = message.subject().unwrap_or_default().to_owned();
         truncate_at_char(&mut self.subject, MAX_HEADER_VALUE);
-        let from = self.header_values("From").next().unwrap_or_default().to_owned();
+        let from = self
+            .header_values("From")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         self.from = from;
         self.from_address = message
             .from()
@@ -148,6 +152,10 @@ impl MessageView {
     }
 
     /// Visits the parts of `message` (and nested messages) until the part budget runs out.
+    ///
+    /// Text comes from mail-parser's choice of body parts: one alternative of each multipart/alternative (the
+    /// plain one when there is one), so phrase counts are not doubled by the HTML copy of the same text. The
+    /// HTML of every HTML body part still goes to `html`, where hidden-text and layout rules look.
     fn walk(&mut self, message: &Message<'_>, depth: usize, budget: &mut usize) {
         for part in &message.parts {
             if *budget == 0 {
@@ -155,19 +163,25 @@ impl MessageView {
             }
             *budget -= 1;
             self.describe_part(part);
-            match &part.body {
-                PartType::Text(text) => {
-                    append_text(&mut self.body_text, text);
-                }
-                PartType::Html(html) => {
-                    append_text(&mut self.html, html);
+            if let PartType::Message(inner) = &part.body
+                && depth < MAX_DEPTH
+            {
+                self.walk(inner, depth + 1, budget);
+            }
+        }
+        for id in message.text_body.iter().take(MAX_PARTS) {
+            match message.parts.get(*id as usize).map(|p| &p.body) {
+                Some(PartType::Text(text)) => append_text(&mut self.body_text, text),
+                Some(PartType::Html(html)) => {
                     let text = mail_parser::decoders::html::html_to_text(html);
                     append_text(&mut self.body_text, &text);
                 }
-                PartType::Message(inner) if depth < MAX_DEPTH => {
-                    self.walk(inner, depth + 1, budget);
-                }
                 _ => {}
+            }
+        }
+        for id in message.html_body.iter().take(MAX_PARTS) {
+            if let Some(PartType::Html(html)) = message.parts.get(*id as usize).map(|p| &p.body) {
+                append_text(&mut self.html, html);
             }
         }
     }
@@ -193,7 +207,10 @@ impl MessageView {
             Encoding::QuotedPrintable => line.push_str(" encoding=quoted-printable"),
             Encoding::None => {}
         }
-        if part.content_disposition().is_some_and(|d| d.is_attachment()) {
+        if part
+            .content_disposition()
+            .is_some_and(|d| d.is_attachment())
+        {
             line.push_str(" attachment");
         }
         if let Some(name) = part.attachment_name() {

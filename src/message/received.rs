@@ -52,7 +52,10 @@ mod tests {
         );
         assert_eq!(from_ip_fallback("from x by z ([10.1.2.3])"), None);
         assert_eq!(from_ip_fallback("by z ([10.1.2.3])"), None);
-        assert_eq!(from_ip_fallback("from x [not-an-ip] [192.0.2.9]"), Some("192.0.2.9".parse().unwrap()));
+        assert_eq!(
+            from_ip_fallback("from x [not-an-ip] [192.0.2.9]"),
+            Some("192.0.2.9".parse().unwrap())
+        );
         assert_eq!(from_ip_fallback("from x [unterminated"), None);
     }
 }

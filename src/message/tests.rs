@@ -8,7 +8,10 @@ fn crlf(s: &str) -> Vec<u8> {
 
 /// Every message is checked with LF and CRLF line ends: POP3 delivers CRLF, maildir files often hold LF.
 fn both(s: &str) -> [MessageView; 2] {
-    [MessageView::parse(s.as_bytes()), MessageView::parse(&crlf(s))]
+    [
+        MessageView::parse(s.as_bytes()),
+        MessageView::parse(&crlf(s)),
+    ]
 }
 
 #[test]
@@ -23,8 +26,14 @@ fn rfc2047_subject_and_from_are_decoded() {
         assert_eq!(v.from, "Jörg Müller <Joerg@Example.COM>");
         assert_eq!(v.from_address, "joerg@example.com");
         assert_eq!(v.header_values("x-custom").collect::<Vec<_>>(), ["äöü"]);
-        assert!(v.raw_headers.contains("=?iso-8859-1?B?"), "raw headers stay raw");
-        assert!(!v.raw_headers.contains("hi"), "raw headers end at the blank line");
+        assert!(
+            v.raw_headers.contains("=?iso-8859-1?B?"),
+            "raw headers stay raw"
+        );
+        assert!(
+            !v.raw_headers.contains("hi"),
+            "raw headers end at the blank line"
+        );
     }
 }
 
@@ -47,10 +56,20 @@ fn quoted_printable_and_base64_bodies_are_decoded_to_utf8() {
                RnJlZSBtb25leSDigqwK\n\
                --B--\n";
     for v in both(msg) {
-        assert!(v.body_text.contains("Grüße, soft break"), "{:?}", v.body_text);
+        assert!(
+            v.body_text.contains("Grüße, soft break"),
+            "{:?}",
+            v.body_text
+        );
         assert!(v.body_text.contains("Free money €"), "{:?}", v.body_text);
-        assert_eq!(v.content_types, ["multipart/mixed", "text/plain", "text/plain"]);
-        assert_eq!(v.mime_parts[1], "text/plain charset=iso-8859-1 encoding=quoted-printable");
+        assert_eq!(
+            v.content_types,
+            ["multipart/mixed", "text/plain", "text/plain"]
+        );
+        assert_eq!(
+            v.mime_parts[1],
+            "text/plain charset=iso-8859-1 encoding=quoted-printable"
+        );
         assert_eq!(v.mime_parts[2], "text/plain charset=utf-8 encoding=base64");
     }
 }
@@ -63,13 +82,24 @@ fn html_is_kept_raw_and_converted_to_text_with_links() {
                <img src=\"http://img.example/x.gif\"> or visit www.other.example.</body></html>\n";
     for v in both(msg) {
         assert!(v.html.contains("<style>"));
-        assert!(!v.body_text.contains("color"), "style is not text: {:?}", v.body_text);
+        assert!(
+            !v.body_text.contains("color"),
+            "style is not text: {:?}",
+            v.body_text
+        );
         assert!(v.body_text.contains("Click\u{a0}here"), "{:?}", v.body_text);
         assert_eq!(
             v.urls,
-            ["http://Spam.Example/buy?a=1&b=2", "http://img.example/x.gif", "www.other.example"]
+            [
+                "http://Spam.Example/buy?a=1&b=2",
+                "http://img.example/x.gif",
+                "www.other.example"
+            ]
         );
-        assert_eq!(v.url_hosts, ["spam.example", "img.example", "www.other.example"]);
+        assert_eq!(
+            v.url_hosts,
+            ["spam.example", "img.example", "www.other.example"]
+        );
         assert_eq!(v.content_types, ["text/html"]);
     }
 }
@@ -175,7 +205,9 @@ fn deep_multipart_nesting_is_bounded() {
     let depth = 20_000;
     let mut msg = String::from("Subject: t\n");
     for i in 0..depth {
-        msg.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"));
+        msg.push_str(&format!(
+            "Content-Type: multipart/mixed; boundary=\"b{i}\"\n\n--b{i}\n"
+        ));
     }
     msg.push_str("Content-Type: text/plain\n\ndeep text\n");
     for i in (0..depth).rev() {

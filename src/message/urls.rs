@@ -20,7 +20,9 @@ static HTML_ATTR_URL: LazyLock<Regex> = LazyLock::new(|| {
 /// URLs written in plain text, trailing sentence punctuation removed.
 pub(super) fn in_text(text: &str) -> impl Iterator<Item = String> + '_ {
     TEXT_URL.find_iter(text).filter_map(|m| {
-        let url = m.as_str().trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '*']);
+        let url = m
+            .as_str()
+            .trim_end_matches(['.', ',', ';', ':', '!', '?', ')', '*']);
         (url.len() > 4).then(|| cap(url))
     })
 }
@@ -28,7 +30,12 @@ pub(super) fn in_text(text: &str) -> impl Iterator<Item = String> + '_ {
 /// Link and resource URLs from HTML attributes, `&amp;` undone; fragments and `cid:` references skipped.
 pub(super) fn in_html(html: &str) -> impl Iterator<Item = String> + '_ {
     HTML_ATTR_URL.captures_iter(html).filter_map(|c| {
-        let raw = c.get(1).or_else(|| c.get(2)).or_else(|| c.get(3))?.as_str().trim();
+        let raw = c
+            .get(1)
+            .or_else(|| c.get(2))
+            .or_else(|| c.get(3))?
+            .as_str()
+            .trim();
         let lower_start = raw.get(..4).unwrap_or(raw).to_ascii_lowercase();
         if raw.is_empty() || raw.starts_with('#') || lower_start == "cid:" {
             return None;
@@ -75,8 +82,16 @@ mod tests {
     #[test]
     fn text_urls_lose_trailing_punctuation() {
         let found: Vec<_> =
-            in_text("see http://example.com/a?b=1. or (www.example.org), ftp://f.example/x!").collect();
-        assert_eq!(found, ["http://example.com/a?b=1", "www.example.org", "ftp://f.example/x"]);
+            in_text("see http://example.com/a?b=1. or (www.example.org), ftp://f.example/x!")
+                .collect();
+        assert_eq!(
+            found,
+            [
+                "http://example.com/a?b=1",
+                "www.example.org",
+                "ftp://f.example/x"
+            ]
+        );
     }
 
     #[test]
@@ -86,19 +101,32 @@ mod tests {
         let found: Vec<_> = in_html(html).collect();
         assert_eq!(
             found,
-            ["http://a.example/?x=1&y=2", "http://b.example/i.gif", "http://c.example/post"]
+            [
+                "http://a.example/?x=1&y=2",
+                "http://b.example/i.gif",
+                "http://c.example/post"
+            ]
         );
     }
 
     #[test]
     fn hosts() {
-        assert_eq!(host_of("http://User@Bank.Example:8080/x").as_deref(), Some("bank.example"));
+        assert_eq!(
+            host_of("http://User@Bank.Example:8080/x").as_deref(),
+            Some("bank.example")
+        );
         assert_eq!(
             host_of("http://www.bank.example@198.51.100.7/login").as_deref(),
             Some("198.51.100.7")
         );
-        assert_eq!(host_of("https://[2001:db8::1]:443/").as_deref(), Some("2001:db8::1"));
-        assert_eq!(host_of("www.example.org.").as_deref(), Some("www.example.org"));
+        assert_eq!(
+            host_of("https://[2001:db8::1]:443/").as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(
+            host_of("www.example.org.").as_deref(),
+            Some("www.example.org")
+        );
         assert_eq!(host_of("http://3232235777/").as_deref(), Some("3232235777"));
         assert_eq!(host_of("mailto:x@example.com"), None);
         assert_eq!(host_of("/relative"), None);
