@@ -5,6 +5,7 @@
 //! this module bounds what is collected from it, because the scanned prefix may be hostile (100 000 MIME parts,
 //! deep nesting, 100 000 header lines).
 
+mod decode;
 mod received;
 mod urls;
 
@@ -51,7 +52,8 @@ pub struct MessageView {
     pub from: String,
     /// The bare sender address from From, lower-cased.
     pub from_address: String,
-    /// Decoded text of all text parts (quoted-printable/base64 undone, charsets to UTF-8, HTML turned to text).
+    /// Decoded text of the body parts (quoted-printable/base64 undone, charsets to UTF-8, HTML turned to text;
+    /// one alternative of each multipart/alternative), lines ending in `\n`.
     pub body_text: String,
     /// Raw HTML of HTML parts (decoded transfer encoding), for structure rules.
     pub html: String,
@@ -157,6 +159,7 @@ impl MessageView {
     /// plain one when there is one), so phrase counts are not doubled by the HTML copy of the same text. The
     /// HTML of every HTML body part still goes to `html`, where hidden-text and layout rules look.
     fn walk(&mut self, message: &Message<'_>, depth: usize, budget: &mut usize) {
+        let raw = message.raw_message.as_ref();
         for part in &message.parts {
             if *budget == 0 {
                 return;
@@ -168,11 +171,20 @@ impl MessageView {
             {
                 self.walk(inner, depth + 1, budget);
             }
+            if let Some(kind) = recoverable(part) {
+                self.recover(part, raw, kind);
+            }
         }
         for id in message.text_body.iter().take(MAX_PARTS) {
-            match message.parts.get(*id as usize).map(|p| &p.body) {
-                Some(PartType::Text(text)) => append_text(&mut self.body_text, text),
-                Some(PartType::Html(html)) => {
+            let Some(part) = message.parts.get(*id as usize) else {
+                continue;
+            };
+            if recoverable(part).is_some() {
+                continue;
+            }
+            match &part.body {
+                PartType::Text(text) => append_text(&mut self.body_text, text),
+                PartType::Html(html) => {
                     let text = mail_parser::decoders::html::html_to_text(html);
                     append_text(&mut self.body_text, &text);
                 }
@@ -183,6 +195,27 @@ impl MessageView {
             if let Some(PartType::Html(html)) = message.parts.get(*id as usize).map(|p| &p.body) {
                 append_text(&mut self.html, html);
             }
+        }
+    }
+
+    /// Decodes a text part mail-parser left undecoded (see `recoverable`) from its raw bytes.
+    fn recover(&mut self, part: &MessagePart<'_>, raw: &[u8], kind: Recover) {
+        let body = raw
+            .get(part.offset_body as usize..part.offset_end as usize)
+            .unwrap_or_default();
+        let bytes = match kind.encoding {
+            Encoding::Base64 => decode::base64_lenient(body),
+            Encoding::QuotedPrintable => decode::quoted_printable_lenient(body),
+            Encoding::None => body.to_vec(),
+        };
+        let charset = part.content_type().and_then(|ct| ct.attribute("charset"));
+        let text = decode::to_utf8(&bytes, charset);
+        if kind.html {
+            append_text(&mut self.html, &text);
+            let text = mail_parser::decoders::html::html_to_text(&text);
+            append_text(&mut self.body_text, &text);
+        } else {
+            append_text(&mut self.body_text, &text);
         }
     }
 
@@ -202,10 +235,15 @@ impl MessageView {
             line.push_str(" charset=");
             line.push_str(&cs.trim().to_ascii_lowercase());
         }
-        match part.encoding {
-            Encoding::Base64 => line.push_str(" encoding=base64"),
-            Encoding::QuotedPrintable => line.push_str(" encoding=quoted-printable"),
-            Encoding::None => {}
+        // The declared encoding: mail-parser resets `part.encoding` when decoding fails (a cut-off part).
+        let cte = part
+            .content_transfer_encoding()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        if cte == "base64" || cte == "quoted-printable" {
+            line.push_str(" encoding=");
+            line.push_str(&cte);
         }
         if part
             .content_disposition()
@@ -251,6 +289,40 @@ impl MessageView {
     }
 }
 
+/// How to recover a part that mail-parser could not decode.
+#[derive(Clone, Copy)]
+struct Recover {
+    encoding: Encoding,
+    html: bool,
+}
+
+/// A text/plain or text/html part that mail-parser kept raw because its transfer encoding did not end cleanly,
+/// which is what the last part of a scanned prefix looks like (no closing boundary).
+fn recoverable(part: &MessagePart<'_>) -> Option<Recover> {
+    if !part.is_encoding_problem || !matches!(part.body, PartType::Text(_) | PartType::Html(_)) {
+        return None;
+    }
+    let ct = part.content_type();
+    let is_text = ct.is_none_or(|c| c.ctype().eq_ignore_ascii_case("text"));
+    if !is_text {
+        return None;
+    }
+    let html = ct
+        .and_then(|c| c.subtype())
+        .is_some_and(|s| s.eq_ignore_ascii_case("html"));
+    let cte = part
+        .content_transfer_encoding()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let encoding = match cte.as_str() {
+        "base64" => Encoding::Base64,
+        "quoted-printable" => Encoding::QuotedPrintable,
+        _ => Encoding::None,
+    };
+    Some(Recover { encoding, html })
+}
+
 /// The header block up to the first empty line, lossily decoded and capped.
 fn raw_header_block(raw: &[u8], header_end: Option<usize>) -> String {
     let end = header_end.unwrap_or(raw.len());
@@ -286,6 +358,8 @@ fn decode_header_value(bytes: &[u8]) -> String {
     }
 }
 
+/// Appends one part's text on a new line. Line ends become `\n` (decoded parts keep the CRLF of the wire), so
+/// rules can anchor with `(?m)$` whatever the transport.
 fn append_text(dst: &mut String, text: &str) {
     if dst.len() >= MAX_TEXT {
         return;
@@ -293,7 +367,11 @@ fn append_text(dst: &mut String, text: &str) {
     if !dst.is_empty() {
         dst.push('\n');
     }
-    push_capped(dst, text, MAX_TEXT);
+    if text.contains('\r') {
+        push_capped(dst, &text.replace("\r\n", "\n"), MAX_TEXT);
+    } else {
+        push_capped(dst, text, MAX_TEXT);
+    }
 }
 
 /// Appends as much of `src` as fits under `cap` bytes, cutting at a character boundary.

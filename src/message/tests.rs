@@ -269,3 +269,53 @@ fn arbitrary_bytes_never_panic() {
         let _ = MessageView::parse(&msg);
     }
 }
+
+#[test]
+fn unterminated_last_part_is_still_decoded() {
+    // What a scanned prefix looks like: the closing boundary never arrives.
+    let msg = "Subject: t\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\n\
+               Content-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: base64\n\n\
+               RnJlZSBtb25leSBmb3IgeW91\n";
+    for v in both(msg) {
+        assert!(
+            v.body_text.contains("Free money for you"),
+            "{:?}",
+            v.body_text
+        );
+        assert_eq!(
+            v.mime_parts[1],
+            "text/plain charset=iso-8859-1 encoding=base64"
+        );
+    }
+    let msg = "Subject: t\nContent-Type: multipart/alternative; boundary=\"B\"\n\n--B\n\
+               Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n\
+               <p>Caf=C3=A9 <a href=3D\"http://x.example/\">cheap</a>";
+    for v in both(msg) {
+        assert!(v.body_text.contains("Café cheap"), "{:?}", v.body_text);
+        assert!(v.html.contains("<p>Café"), "{:?}", v.html);
+        assert_eq!(v.url_hosts, ["x.example"]);
+    }
+}
+
+#[test]
+fn alternatives_are_not_counted_twice() {
+    let msg = "Subject: t\nContent-Type: multipart/alternative; boundary=\"B\"\n\n--B\n\
+               Content-Type: text/plain\n\nonly once\n--B\nContent-Type: text/html\n\n<p>only once</p>\n--B--\n";
+    for v in both(msg) {
+        assert_eq!(
+            v.body_text.matches("only once").count(),
+            1,
+            "{:?}",
+            v.body_text
+        );
+        assert!(v.html.contains("<p>only once</p>"));
+    }
+}
+
+#[test]
+fn body_lines_end_in_lf_whatever_the_wire() {
+    let msg = "Subject: t\nContent-Transfer-Encoding: base64\n\nb25lDQp0d28NCg==\n";
+    for v in both(msg) {
+        assert_eq!(v.body_text.trim_end(), "one\ntwo");
+    }
+}

@@ -1,4 +1,4 @@
-//! Pattern rules compiled into one `RegexSet` per target, and matched against a `MessageView`.
+//! Pattern rules compiled into `RegexSet`s per target, and matched against a `MessageView`.
 
 use std::collections::BTreeMap;
 
@@ -8,47 +8,59 @@ use super::file::Target;
 use crate::message::MessageView;
 
 /// Compiled size allowed for one pattern (the regex crate's `size_limit`). Honest rules compile to a few KiB;
-/// `(a{1000}){1000}` or `\w{500}` (Unicode) would need tens of MiB and are rejected with the rule's name.
+/// `(a{1000}){1000}` or `(?u)\w{500}` would need tens of MiB and are rejected with the rule's name.
 pub const MAX_PATTERN_SIZE: usize = 1024 * 1024;
-/// Compiled size allowed for all patterns of one target together.
+/// Compiled size allowed for all patterns of one set together.
 pub const MAX_SET_SIZE: usize = 64 * 1024 * 1024;
-/// Lazy-DFA cache per set (`dfa_size_limit`). Bigger than the crate default (2 MiB) because the body set holds
-/// many case-insensitive alternations; a cache that thrashes falls back to a much slower engine.
+/// Lazy-DFA cache per set (`dfa_size_limit`). Bigger than the crate default (2 MiB) because a set holds all
+/// patterns of a target; a cache that thrashes falls back to a much slower engine.
 pub const DFA_CACHE_SIZE: usize = 8 * 1024 * 1024;
 /// Parenthesis/repetition nesting accepted in a pattern (the parser's `nest_limit`).
 pub const MAX_NEST: u32 = 64;
-/// Patterns per `RegexSet` on long texts (body, html, header blocks); see `build_groups`.
-pub const MAX_SET_PATTERNS_LONG_TEXT: usize = 4;
 /// Occurrences counted for `min_matches` (a count rule never needs more than this to decide).
 pub const MAX_MIN_MATCHES: u32 = 1000;
 
-/// One pattern rule inside a target group.
+/// Compiled patterns of one target. Short items are matched with one `RegexSet` (one pass per item for all
+/// patterns); long texts with one `Regex` per pattern (see `compile` for why).
 #[derive(Debug)]
-pub struct Slot {
+enum Group {
+    /// `rules[i]` is the rule of the set's pattern `i`.
+    Set {
+        target: Target,
+        set: RegexSet,
+        rules: Vec<usize>,
+    },
+    /// `(rule, regex)` per pattern.
+    Each {
+        target: Target,
+        patterns: Vec<(usize, Regex)>,
+    },
+}
+
+/// How one pattern rule turns its patterns' matches into a hit.
+#[derive(Debug)]
+struct PatternRule {
     /// Index of the rule in the engine's (global + user) rule table.
-    pub rule: usize,
-    pub negate: bool,
-    pub min_matches: u32,
-    /// Only for `min_matches > 1`: the set says whether a pattern matched, not how often.
-    pub counter: Option<Regex>,
+    rule: usize,
+    target: Target,
+    negate: bool,
+    min_matches: u32,
+    /// Only for `min_matches > 1`: a set says whether a pattern matched, not how often.
+    counters: Vec<Regex>,
 }
 
-/// All pattern rules on one target.
-#[derive(Debug)]
-pub struct Group {
-    pub target: Target,
-    pub set: RegexSet,
-    pub slots: Vec<Slot>,
+/// The pattern rules of one layer (global set or one user's additions), ready to run.
+#[derive(Debug, Default)]
+pub struct Compiled {
+    groups: Vec<Group>,
+    rules: Vec<PatternRule>,
 }
 
-/// A validated pattern and, for counting rules, its own compiled regex.
-pub type Checked = (Pending, Option<Regex>);
-
-/// A pattern waiting to be compiled into its target's set.
+/// A pattern rule waiting to be compiled: its validated patterns (each compiled alone, see `check_pattern`).
 pub struct Pending {
     pub rule: usize,
     pub target: Target,
-    pub pattern: String,
+    pub patterns: Vec<(String, Regex)>,
     pub negate: bool,
     pub min_matches: u32,
 }
@@ -112,36 +124,47 @@ fn syntax_error(text: &str) -> String {
     out
 }
 
-/// Builds one set per target. Patterns were validated one by one before; an error here means the set as a whole
-/// is too large, and names the target.
-pub fn build_groups(pending: Vec<Checked>) -> Result<Vec<Group>, String> {
-    let mut by_target: BTreeMap<Target, Vec<Checked>> = BTreeMap::new();
+/// Builds one `RegexSet` per short-item target (subject, from, header values, URLs, MIME lines) and keeps the
+/// single-pattern regexes for long texts (body, html, header blocks). Patterns were validated one by one
+/// before; an error here means a set as a whole is too large.
+///
+/// Why not sets on long texts: `RegexSet::matches` must report every pattern, so it scans the whole text with
+/// the lazy DFA and cannot use the literal prefilter that lets `Regex::is_match` skip most of a body and stop at
+/// the first match. On the SpamAssassin corpus (benches/rules_corpus.rs) the body rules ran 3-10x slower as
+/// sets (whole set, or sets of 1-8 patterns) than as separate regexes; item targets are short, so one set pass
+/// per item wins there.
+pub fn compile(pending: Vec<Pending>) -> Result<Compiled, String> {
+    let mut by_target: BTreeMap<Target, Vec<(usize, String, Regex)>> = BTreeMap::new();
+    let mut rules = Vec::with_capacity(pending.len());
     for p in pending {
-        by_target.entry(p.0.target.clone()).or_default().push(p);
+        let mut counters = Vec::new();
+        for (text, re) in p.patterns {
+            if p.min_matches > 1 {
+                counters.push(re.clone());
+            }
+            by_target
+                .entry(p.target.clone())
+                .or_default()
+                .push((p.rule, text, re));
+        }
+        rules.push(PatternRule {
+            rule: p.rule,
+            target: p.target,
+            negate: p.negate,
+            min_matches: p.min_matches.min(MAX_MIN_MATCHES),
+            counters,
+        });
     }
     let mut groups = Vec::new();
-    // Long texts get small sets: the lazy DFA of one set over dozens of case-insensitive phrase patterns has so
-    // many states that it thrashes its cache and falls back to a far slower engine (measured with
-    // benches/rules_corpus.rs: one body set ran ~7x slower than sets of four). Short items keep one set.
-    let by_target: Vec<(Target, Vec<Checked>)> = by_target
-        .into_iter()
-        .flat_map(|(t, mut items)| {
-            let chunk = if t.is_long_text() {
-                MAX_SET_PATTERNS_LONG_TEXT
-            } else {
-                usize::MAX
-            };
-            let mut out = Vec::new();
-            while !items.is_empty() {
-                let rest = items.split_off(items.len().min(chunk));
-                out.push((t.clone(), items));
-                items = rest;
-            }
-            out
-        })
-        .collect();
     for (target, items) in by_target {
-        let set = RegexSetBuilder::new(items.iter().map(|(p, _)| p.pattern.as_str()))
+        if target.is_long_text() {
+            groups.push(Group::Each {
+                target,
+                patterns: items.into_iter().map(|(r, _, re)| (r, re)).collect(),
+            });
+            continue;
+        }
+        let set = RegexSetBuilder::new(items.iter().map(|(_, p, _)| p.as_str()))
             .unicode(false)
             .size_limit(MAX_SET_SIZE)
             .dfa_size_limit(DFA_CACHE_SIZE)
@@ -153,18 +176,13 @@ pub fn build_groups(pending: Vec<Checked>) -> Result<Vec<Group>, String> {
                     items.len()
                 )
             })?;
-        let slots = items
-            .into_iter()
-            .map(|(p, re)| Slot {
-                rule: p.rule,
-                negate: p.negate,
-                min_matches: p.min_matches.min(MAX_MIN_MATCHES),
-                counter: if p.min_matches > 1 { re } else { None },
-            })
-            .collect();
-        groups.push(Group { target, set, slots });
+        groups.push(Group::Set {
+            target,
+            set,
+            rules: items.into_iter().map(|(r, _, _)| r).collect(),
+        });
     }
-    Ok(groups)
+    Ok(Compiled { groups, rules })
 }
 
 impl Target {
@@ -213,25 +231,55 @@ fn items<'a>(target: &'a Target, view: &'a MessageView, scratch: &'a mut Scratch
     }
 }
 
-impl Group {
-    /// Sets `hit[rule]` for every slot of this group.
+impl Compiled {
+    /// Sets `hit[rule]` for every pattern rule of this layer.
     pub fn run(&self, view: &MessageView, scratch: &mut Scratch, hit: &mut [bool]) {
-        let items = items(&self.target, view, scratch);
-        let mut matched = vec![false; self.slots.len()];
-        for item in &items {
-            for i in self.set.matches(item.as_bytes()).iter() {
-                matched[i] = true;
+        // First: did any pattern of each rule match?
+        for g in &self.groups {
+            match g {
+                Group::Set { target, set, rules } => {
+                    for item in items(target, view, scratch) {
+                        for i in set.matches(item.as_bytes()).iter() {
+                            if let Some(h) = rules.get(i).and_then(|r| hit.get_mut(*r)) {
+                                *h = true;
+                            }
+                        }
+                    }
+                }
+                Group::Each { target, patterns } => {
+                    let items = items(target, view, scratch);
+                    for (rule, re) in patterns {
+                        // A rule with several patterns is decided by its first match.
+                        if hit.get(*rule).copied().unwrap_or(true) {
+                            continue;
+                        }
+                        if items.iter().any(|t| re.is_match(t.as_bytes()))
+                            && let Some(h) = hit.get_mut(*rule)
+                        {
+                            *h = true;
+                        }
+                    }
+                }
             }
         }
-        for (slot, &any) in self.slots.iter().zip(&matched) {
-            let mut yes = any;
-            if yes && let Some(re) = &slot.counter {
-                yes =
-                    count(re, &items, self.target.is_list(), slot.min_matches) >= slot.min_matches;
+        // Then counts, for the few rules that need them, and negation.
+        for r in &self.rules {
+            let Some(h) = hit.get_mut(r.rule) else {
+                continue;
+            };
+            let mut yes = *h;
+            if yes && r.min_matches > 1 {
+                let items = items(&r.target, view, scratch);
+                let mut n = 0;
+                for re in &r.counters {
+                    n += count(re, &items, r.target.is_list(), r.min_matches - n);
+                    if n >= r.min_matches {
+                        break;
+                    }
+                }
+                yes = n >= r.min_matches;
             }
-            if let Some(h) = hit.get_mut(slot.rule) {
-                *h = yes != slot.negate;
-            }
+            *h = yes != r.negate;
         }
     }
 }
@@ -313,25 +361,22 @@ mod tests {
         assert!(check_pattern(r"(?i)\bviagra\b").is_ok());
     }
 
-    fn group(target: Target, rules: &[(&str, bool, u32)]) -> Group {
+    fn compiled(target: Target, rules: &[(&[&str], bool, u32)]) -> Compiled {
         let pending = rules
             .iter()
             .enumerate()
-            .map(|(i, (p, negate, min))| {
-                let re = check_pattern(p).unwrap();
-                (
-                    Pending {
-                        rule: i,
-                        target: target.clone(),
-                        pattern: (*p).to_owned(),
-                        negate: *negate,
-                        min_matches: *min,
-                    },
-                    Some(re),
-                )
+            .map(|(i, (ps, negate, min))| Pending {
+                rule: i,
+                target: target.clone(),
+                patterns: ps
+                    .iter()
+                    .map(|p| ((*p).to_owned(), check_pattern(p).unwrap()))
+                    .collect(),
+                negate: *negate,
+                min_matches: *min,
             })
             .collect();
-        build_groups(pending).unwrap().remove(0)
+        compile(pending).unwrap()
     }
 
     #[test]
@@ -341,22 +386,30 @@ mod tests {
             urls: vec!["http://a/".into(), "http://b/".into(), "mailto:x".into()],
             ..MessageView::default()
         };
-        let g = group(
+        let c = compiled(
             Target::Body,
             &[
-                (r"(?i)free", false, 3),
-                (r"(?i)free", false, 4),
-                ("cheap", true, 1),
-                ("money", true, 1),
+                (&[r"(?i)free"], false, 3),
+                (&[r"(?i)free"], false, 4),
+                (&["cheap"], true, 1),
+                (&["money"], true, 1),
+                // Several patterns: any matches; counts add up across them.
+                (&["cheap", "money"], false, 1),
+                (&[r"(?i)free", "money"], false, 4),
+                (&[r"(?i)free", "money"], false, 5),
+                (&["cheap", "nothing"], true, 1),
             ],
         );
-        let mut hit = vec![false; 4];
-        g.run(&view, &mut Scratch::default(), &mut hit);
-        assert_eq!(hit, [true, false, true, false]);
+        let mut hit = vec![false; 8];
+        c.run(&view, &mut Scratch::default(), &mut hit);
+        assert_eq!(hit, [true, false, true, false, true, true, false, true]);
 
-        let g = group(Target::Url, &[("^http:", false, 2), ("^http:", false, 3)]);
+        let c = compiled(
+            Target::Url,
+            &[(&["^http:"], false, 2), (&["^http:"], false, 3)],
+        );
         let mut hit = vec![false; 2];
-        g.run(&view, &mut Scratch::default(), &mut hit);
+        c.run(&view, &mut Scratch::default(), &mut hit);
         assert_eq!(hit, [true, false]);
     }
 
@@ -369,16 +422,19 @@ mod tests {
             ],
             ..MessageView::default()
         };
-        let g = group(Target::Header("x-mailer".into()), &[("^Bulk", false, 1)]);
+        let c = compiled(Target::Header("x-mailer".into()), &[(&["^Bulk"], false, 1)]);
         let mut hit = vec![false];
-        g.run(&view, &mut Scratch::default(), &mut hit);
+        c.run(&view, &mut Scratch::default(), &mut hit);
         assert_eq!(hit, [true]);
-        let g = group(
+        let c = compiled(
             Target::Headers,
-            &[("(?m)^Subject: hi$", false, 1), ("(?m)^Date:", true, 1)],
+            &[
+                (&["(?m)^Subject: hi$"], false, 1),
+                (&["(?m)^Date:"], true, 1),
+            ],
         );
         let mut hit = vec![false; 2];
-        g.run(&view, &mut Scratch::default(), &mut hit);
+        c.run(&view, &mut Scratch::default(), &mut hit);
         assert_eq!(hit, [true, true]);
     }
 }

@@ -134,7 +134,7 @@ impl RuleInfo {
 /// Compiled rules of one layer (the global set, or one user's additions).
 #[derive(Default)]
 struct Layer {
-    groups: Vec<compile::Group>,
+    patterns: compile::Compiled,
     /// Meta rules in dependency order.
     metas: Vec<(usize, meta::Expr)>,
 }
@@ -221,13 +221,9 @@ impl RuleEngine {
         let total = self.rules.len() + u.map_or(0, |u| u.rules.len());
         let mut hit = vec![false; total];
         let mut scratch = compile::Scratch::default();
-        for g in &self.layer.groups {
-            g.run(view, &mut scratch, &mut hit);
-        }
+        self.layer.patterns.run(view, &mut scratch, &mut hit);
         if let Some(u) = u {
-            for g in &u.layer.groups {
-                g.run(view, &mut scratch, &mut hit);
-            }
+            u.layer.patterns.run(view, &mut scratch, &mut hit);
         }
         let enabled = u.map_or(&self.enabled, |u| &u.enabled);
         for (h, &on) in hit.iter_mut().zip(enabled) {
@@ -584,22 +580,27 @@ impl Loader {
             match &r.kind {
                 RuleKind::Pattern {
                     target,
-                    pattern,
+                    patterns,
                     negate,
                     min_matches,
-                } => match compile::check_pattern(pattern) {
-                    Ok(re) => pending.push((
-                        compile::Pending {
+                } => {
+                    let mut compiled = Vec::with_capacity(patterns.len());
+                    for (text, line) in patterns {
+                        match compile::check_pattern(text) {
+                            Ok(re) => compiled.push((text.clone(), re)),
+                            Err(e) => self.invalid(&r.file, *line, format!("{}: {e}", r.name)),
+                        }
+                    }
+                    if compiled.len() == patterns.len() {
+                        pending.push(compile::Pending {
                             rule: idx,
                             target: target.clone(),
-                            pattern: pattern.clone(),
+                            patterns: compiled,
                             negate: *negate,
                             min_matches: *min_matches,
-                        },
-                        Some(re),
-                    )),
-                    Err(e) => self.invalid(&r.file, r.value_line, format!("{}: {e}", r.name)),
-                },
+                        });
+                    }
+                }
                 RuleKind::Meta { expr } => {
                     let mut resolve = |n: &str| {
                         names
@@ -616,8 +617,8 @@ impl Loader {
                 }
             }
         }
-        let groups = match compile::build_groups(pending) {
-            Ok(g) => g,
+        let patterns = match compile::compile(pending) {
+            Ok(c) => c,
             Err(e) => {
                 let file = specs
                     .first()
@@ -627,11 +628,11 @@ impl Loader {
                     file: file.to_owned(),
                     reason: e,
                 });
-                Vec::new()
+                compile::Compiled::default()
             }
         };
         Layer {
-            groups,
+            patterns,
             metas: self.order_metas(metas, all),
         }
     }
