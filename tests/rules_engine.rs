@@ -88,6 +88,14 @@ const SPAMMY: &str = "From: Seller <seller@shop.example>\nSubject: Viagra deal\n
 const PLAIN: &str = "From: Friend <friend@example.org>\nDate: Mon, 1 Jan 2024 10:00:00 +0000\nSubject: lunch\n\nSee you at noon.\n";
 
 #[test]
+fn the_engine_and_view_can_be_shared_across_sessions() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<RuleEngine>();
+    shared::<MessageView>();
+    shared::<Filter>();
+}
+
+#[test]
 fn loads_a_directory_and_evaluates_pattern_negated_and_meta_rules() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "10-basic.toml", BASIC);

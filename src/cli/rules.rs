@@ -14,8 +14,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Validate every rule file (DIR/*.toml and DIR/users/*.toml, plus [users.NAME] rules files); prints
-    /// FILE:LINE: reason for each problem and exits 1 if there is any.
+    /// Validate every rule file (DIR/*.toml, DIR/users/*.toml and *.toml.sample, plus [users.NAME] rules
+    /// files); prints FILE:LINE: reason for each problem and exits 1 if there is any.
     Check {
         #[command(flatten)]
         common: super::CommonArgs,
@@ -45,13 +45,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                         .map(|(u, f)| format!("{u} ({f})"))
                         .collect();
                     println!(
-                        "OK: {} rule files, {} rules ({} meta), {} user files{}{}",
+                        "OK: {} rule files, {} rules ({} meta), {} user files{}{}{}",
                         s.files.len(),
                         s.rules,
                         s.meta_rules,
                         s.user_files.len(),
                         if users.is_empty() { "" } else { ": " },
-                        users.join(", ")
+                        users.join(", "),
+                        if s.sample_files.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; {} sample files valid", s.sample_files.len())
+                        }
                     );
                     Ok(ExitCode::SUCCESS)
                 }

@@ -35,6 +35,9 @@ pub const DEFAULT_BLACKLIST_SCORE: f64 = 100.0;
 /// Rule files read from one directory; more is certainly a wrong path (a maildir, a home directory).
 pub const MAX_RULE_FILES: usize = 1000;
 
+/// Characters of a sender address quoted in a hit description (RFC 5321 §4.5.3.1.3 caps a path at 256).
+const MAX_SHOWN_ADDRESS: usize = 256;
+
 /// Names the engine reports itself; rule files may not define them.
 const WHITELIST_FROM: &str = "WHITELIST_FROM";
 const BLACKLIST_FROM: &str = "BLACKLIST_FROM";
@@ -99,6 +102,8 @@ pub struct Summary {
     pub meta_rules: usize,
     /// Rules added by all user files together.
     pub user_rules: usize,
+    /// `users/*.toml.sample` files validated by `rules check` (they apply to nobody).
+    pub sample_files: Vec<String>,
 }
 
 /// One rule for `rules list`.
@@ -168,14 +173,10 @@ impl RuleEngine {
     /// fails the load (a proxy silently running without a broken rule file would let its spam through).
     pub fn load(config: &Config) -> Result<RuleEngine, RulesError> {
         let (engine, mut errors) = Loader::default().run(config);
-        match (engine, errors.len()) {
-            (Some(e), 0) => Ok(e),
-            (_, 0) => Err(RulesError::Read {
-                file: "rules".into(),
-                reason: "rule set failed to load".into(),
-            }),
-            (_, 1) => Err(errors.remove(0)),
-            (_, n) => Err(RulesError::Many {
+        match errors.len() {
+            0 => Ok(engine),
+            1 => Err(errors.remove(0)),
+            n => Err(RulesError::Many {
                 first: Box::new(errors.remove(0)),
                 more: n - 1,
             }),
@@ -184,8 +185,12 @@ impl RuleEngine {
 
     /// Loads everything and returns every error found (for `popguard rules check`).
     pub fn check(config: &Config) -> Result<Summary, Vec<RulesError>> {
-        match Loader::default().run(config) {
-            (Some(e), errors) if errors.is_empty() => Ok(e.summary),
+        let loader = Loader {
+            check_samples: true,
+            ..Loader::default()
+        };
+        match loader.run(config) {
+            (e, errors) if errors.is_empty() => Ok(e.summary),
             (_, errors) => Err(errors),
         }
     }
@@ -243,11 +248,13 @@ impl RuleEngine {
         let from = view.from_address.as_str();
         let sender_hit =
             |list: &[SenderGlob]| !from.is_empty() && list.iter().any(|g| g.matches(from));
+        // The address comes from the message: keep it printable and short, it may end up in a header.
+        let shown: String = from.chars().filter(|c| !c.is_control()).take(MAX_SHOWN_ADDRESS).collect();
         let mut push_sender = |name: &str, score: f64, what: &str| {
             hits.push(Hit {
                 name: name.to_owned(),
                 score,
-                description: format!("sender {from} is {what}"),
+                description: format!("sender {shown} is {what}"),
             });
         };
         if sender_hit(&self.whitelist) {
@@ -301,6 +308,8 @@ enum Source {
 #[derive(Default)]
 struct Loader {
     errors: Vec<RulesError>,
+    /// Also validate `users/*.toml.sample` (for `rules check`; samples never apply to anyone).
+    check_samples: bool,
 }
 
 impl Loader {
@@ -312,7 +321,8 @@ impl Loader {
         });
     }
 
-    fn run(mut self, config: &Config) -> (Option<RuleEngine>, Vec<RulesError>) {
+    /// Loads everything it can; the engine is only meant to be used when the error list is empty.
+    fn run(mut self, config: &Config) -> (RuleEngine, Vec<RulesError>) {
         let source = match &config.rules.dir {
             Some(d) => Source::Dir(d.clone()),
             None if Path::new(DEFAULT_RULES_DIR).is_dir() => {
@@ -413,6 +423,20 @@ impl Loader {
         }
         summary.user_files.sort();
 
+        if self.check_samples
+            && let Source::Dir(d) = &source
+        {
+            for path in self.list_ext(&d.join(USERS_SUBDIR), "sample") {
+                let file = path.display().to_string();
+                if let Some(text) = self.read(&path)
+                    && let Some(spec) = self.parse(&file, &text)
+                    && self.load_user(&spec, &rules, &names, &enabled, &scores).is_some()
+                {
+                    summary.sample_files.push(file);
+                }
+            }
+        }
+
         let engine = RuleEngine {
             rules,
             enabled,
@@ -424,7 +448,7 @@ impl Loader {
             users,
             summary,
         };
-        (Some(engine), self.errors)
+        (engine, self.errors)
     }
 
     fn read(&mut self, path: &Path) -> Option<String> {
@@ -464,6 +488,14 @@ impl Loader {
 
     /// `*.toml` files directly in `dir`, sorted by name.
     fn list_toml(&mut self, dir: &Path) -> Vec<PathBuf> {
+        self.list_ext(dir, "toml")
+    }
+
+    /// Files ending in `.EXT` directly in `dir`, sorted by name (none when `dir` does not exist).
+    fn list_ext(&mut self, dir: &Path, ext: &str) -> Vec<PathBuf> {
+        if ext == "sample" && !dir.is_dir() {
+            return Vec::new();
+        }
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) => {
@@ -477,7 +509,7 @@ impl Loader {
         let mut paths: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == ext))
             .take(MAX_RULE_FILES + 1)
             .collect();
         if paths.len() > MAX_RULE_FILES {
