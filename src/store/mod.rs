@@ -17,7 +17,9 @@ pub fn user_dir(data_dir: &Path, user: &str) -> PathBuf {
 pub fn safe_name(user: &str) -> String {
     let mut out = String::with_capacity(user.len());
     for (i, b) in user.bytes().enumerate() {
-        let keep = b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'@' | b'+') || (b == b'.' && i > 0);
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(b, b'_' | b'-' | b'@' | b'+')
+            || (b == b'.' && i > 0);
         if keep {
             out.push(b as char);
         } else {
@@ -43,6 +45,9 @@ mod tests {
         assert_eq!(safe_name(""), "%00");
         let d = user_dir(Path::new("/data"), "../../etc");
         assert!(d.starts_with("/data/users"));
-        assert_eq!(d.components().count(), Path::new("/data/users/x").components().count());
+        assert_eq!(
+            d.components().count(),
+            Path::new("/data/users/x").components().count()
+        );
     }
 }

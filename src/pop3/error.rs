@@ -1,0 +1,39 @@
+//! The error type of the POP3 stream layer: I/O, framing and size limits, each saying what the caller should do.
+
+use super::response::ResponseError;
+
+/// A failure of the connection or of its framing. Parse errors of single commands are not here: they are
+/// [`super::CommandError`]s that the session answers with `-ERR` and survives.
+#[derive(Debug, thiserror::Error)]
+pub enum Pop3Error {
+    #[error("I/O error on the POP3 connection: {0}")]
+    Io(#[from] std::io::Error),
+
+    #[error("the peer closed the connection")]
+    Closed,
+
+    #[error(
+        "the peer closed the connection in the middle of a line or a multi-line response; the data is incomplete"
+    )]
+    UnexpectedEof,
+
+    /// `resynced` is true when the rest of the line was discarded and the stream is at the start of the next
+    /// line (the session may answer `-ERR` and go on); false when the line went past
+    /// [`super::stream::MAX_DISCARD`] and the connection must be closed.
+    #[error("line longer than {limit} octets{}", if *.resynced { " (discarded)" } else { "; closing the connection" })]
+    LineTooLong { limit: usize, resynced: bool },
+
+    #[error("malformed response from the server: {0}")]
+    Response(#[from] ResponseError),
+
+    #[error(
+        "multi-line response larger than the {limit}-octet limit (it was read to its end and dropped)"
+    )]
+    TooLarge { limit: usize },
+
+    #[error(
+        "the peer sent data after STLS before the TLS handshake (possible command injection, cf. RFC 3207 §6); \
+         closing the connection"
+    )]
+    BufferedInputAfterStls,
+}
