@@ -249,7 +249,11 @@ impl RuleEngine {
         let sender_hit =
             |list: &[SenderGlob]| !from.is_empty() && list.iter().any(|g| g.matches(from));
         // The address comes from the message: keep it printable and short, it may end up in a header.
-        let shown: String = from.chars().filter(|c| !c.is_control()).take(MAX_SHOWN_ADDRESS).collect();
+        let shown: String = from
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_SHOWN_ADDRESS)
+            .collect();
         let mut push_sender = |name: &str, score: f64, what: &str| {
             hits.push(Hit {
                 name: name.to_owned(),
@@ -430,7 +434,9 @@ impl Loader {
                 let file = path.display().to_string();
                 if let Some(text) = self.read(&path)
                     && let Some(spec) = self.parse(&file, &text)
-                    && self.load_user(&spec, &rules, &names, &enabled, &scores).is_some()
+                    && self
+                        .load_user(&spec, &rules, &names, &enabled, &scores)
+                        .is_some()
                 {
                     summary.sample_files.push(file);
                 }
