@@ -522,6 +522,13 @@ async fn sigkill_mid_session_deletes_nothing_and_state_loads_at_restart() {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert!(files.iter().any(|f| f == "tokens.db"), "{files:?}");
+        let db = popguard::store::tokens::TokenDb::open(&user_dir.join("tokens.db"))
+            .unwrap_or_else(|e| panic!("the token DB does not load after SIGKILL: {e}"));
+        assert_eq!(
+            (db.nham(), db.nspam()),
+            (5, 5),
+            "trained counts after SIGKILL"
+        );
 
         // Restart on the same data dir: the cache and the token DB load, a full session works, QUIT commits DELE.
         let (px2, addr2) = spawn_proxy(&config, &data, dv.addr(), "");
