@@ -4,7 +4,31 @@ pub mod quarantine;
 pub mod tokens;
 pub mod verdicts;
 
+use std::fs::{DirBuilder, OpenOptions};
 use std::path::{Path, PathBuf};
+
+/// Per-user state (scanned mail in the quarantine, verdicts, word statistics) is private to its owner: directories
+/// are created `0700` and files `0600`, whatever the umask.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+/// See [`PRIVATE_DIR_MODE`].
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// `create_dir_all` with owner-only permissions on every directory it creates (existing ones are left alone).
+pub fn create_private_dir_all(dir: &Path) -> std::io::Result<()> {
+    let mut b = DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, PRIVATE_DIR_MODE);
+    b.create(dir)
+}
+
+/// `OpenOptions` whose newly created files are owner-only (existing files keep their mode).
+pub fn private_file() -> OpenOptions {
+    let mut o = OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, PRIVATE_FILE_MODE);
+    o
+}
 
 /// The directory holding one user's state: `DATA_DIR/users/NAME`, with the name reduced to a safe file name so a
 /// login such as `../x` or `a/b@host` cannot escape the data directory.

@@ -110,17 +110,23 @@ impl Quarantine {
     /// hold them in memory).
     pub fn store_prefix(&self, key: &str, prefix: &[u8]) -> Result<(), StoreError> {
         let mdir = self.dir.join(QUARANTINE_DIR);
-        std::fs::create_dir_all(&mdir).map_err(|source| StoreError::Io {
+        super::create_private_dir_all(&mdir).map_err(|source| StoreError::Io {
             action: "create",
             path: mdir.clone(),
             source,
         })?;
         let p = self.message_path(key);
-        std::fs::write(&p, prefix).map_err(|source| StoreError::Io {
-            action: "write",
-            path: p.clone(),
-            source,
-        })
+        super::private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&p)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, prefix))
+            .map_err(|source| StoreError::Io {
+                action: "write",
+                path: p.clone(),
+                source,
+            })
     }
 
     /// Appends records for hidden messages (one sync for the batch).

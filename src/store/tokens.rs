@@ -10,7 +10,7 @@
 //! lock), and re-read the current file under that lock, so two writers never lose each other's updates.
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -526,9 +526,9 @@ impl TokenWriter {
     /// directory as needed, and reads the current contents.
     pub fn open(path: &Path, policy: PrunePolicy) -> Result<TokenWriter, StoreError> {
         let dir = parent_dir(path);
-        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        super::create_private_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let lock_path = dir.join(LOCK_FILE);
-        let lock = OpenOptions::new()
+        let lock = super::private_file()
             .create(true)
             .truncate(false)
             .write(true)
@@ -818,7 +818,10 @@ fn write_atomic(path: &Path, bytes: &[u8], fail_after: Option<usize>) -> Result<
         .unwrap_or(0);
     let tmp = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
     let result = (|| -> io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = super::private_file()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         match fail_after {
             Some(n) => {
                 f.write_all(&bytes[..n.min(bytes.len())])?;

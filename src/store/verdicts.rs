@@ -287,7 +287,7 @@ pub fn now_secs() -> u64 {
 
 /// Append-only JSON-lines files with a lock file, shared by the verdict cache and the quarantine.
 pub(crate) mod journal {
-    use std::fs::{File, OpenOptions};
+    use std::fs::File;
     use std::io::{Read, Seek, SeekFrom, Write};
     use std::path::Path;
 
@@ -306,9 +306,9 @@ pub(crate) mod journal {
     struct Lock(#[allow(dead_code)] File);
 
     fn lock(dir: &Path) -> Result<Lock, StoreError> {
-        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
+        crate::store::create_private_dir_all(dir).map_err(io("create", dir))?;
         let p = dir.join(LOCK_FILE);
-        let f = OpenOptions::new()
+        let f = crate::store::private_file()
             .create(true)
             .truncate(false)
             .write(true)
@@ -351,7 +351,7 @@ pub(crate) mod journal {
     /// damaged line instead of corrupting the new record.
     pub fn append(dir: &Path, path: &Path, lines: &[u8]) -> Result<(), StoreError> {
         let _lock = lock(dir)?;
-        let mut f = OpenOptions::new()
+        let mut f = crate::store::private_file()
             .create(true)
             .read(true)
             .append(true)
@@ -386,7 +386,12 @@ pub(crate) mod journal {
         content.extend_from_slice(&keep(&existing));
         let tmp = path.with_extension("tmp");
         {
-            let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
+            let mut f = crate::store::private_file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io("create", &tmp))?;
             f.write_all(&content).map_err(io("write", &tmp))?;
             f.sync_all().map_err(io("sync", &tmp))?;
         }
