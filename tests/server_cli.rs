@@ -1,4 +1,4 @@
-//! The `popguard server` and `popguard demo` commands as a user runs them: flags, start-up errors that say what to
+//! The `popguard server` command as a user runs it: flags, start-up errors that say what to
 //! fix, the printed address, serving, and a clean exit on SIGTERM.
 
 mod common;
@@ -168,46 +168,4 @@ fn start_up_errors_say_what_to_fix() {
     std::fs::write(&users, "alice:pw\n").unwrap();
     let e = run(&users, &t.path().join("nope"));
     assert!(e.contains("is not a directory"), "{e}");
-}
-
-#[tokio::test]
-async fn demo_prints_how_to_connect_and_serves_samples() {
-    with_timeout(TEST_TIMEOUT_SECS, async {
-        let t = tempfile::tempdir().unwrap();
-        let dir = t.path().join("demo");
-        let start = || {
-            spawn([
-                "demo".as_ref(),
-                "--server-listen".as_ref(),
-                "127.0.0.1:0".as_ref(),
-                "--dir".as_ref(),
-                dir.as_os_str(),
-            ])
-        };
-        let mut child = start();
-        let addr = printed_addr(&mut child, "built-in POP3 server on");
-        let out = child.stdout();
-        assert!(
-            out.contains(&format!("popguard client --server {addr} --user demo list")),
-            "{out}"
-        );
-        assert!(
-            out.contains(&format!("curl --user demo:demo pop3://{addr}/")),
-            "{out}"
-        );
-        let lines = session(addr, "demo", "demo", &["STAT", "RETR 2", "DELE 1", "QUIT"]).await;
-        assert!(lines[2].starts_with("+OK 6 "), "{lines:?}");
-        assert!(
-            lines.iter().any(|l| l.contains("Subject: CONGRATULATIONS")),
-            "{lines:?}"
-        );
-        drop(child);
-
-        // A kept directory keeps its state: the deleted sample stays deleted.
-        let mut child = start();
-        let addr = printed_addr(&mut child, "built-in POP3 server on");
-        let lines = session(addr, "demo", "demo", &["STAT", "QUIT"]).await;
-        assert!(lines[2].starts_with("+OK 5 "), "{lines:?}");
-    })
-    .await
 }
