@@ -1,8 +1,11 @@
 //! `popguard score` and `popguard rules` as a user runs them: the real binary on fixture files in a temp dir.
 
+mod dnsbl_server;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const SPAM: &str = "From: deals4u2983@bulk.example
 To: undisclosed-recipients:;
@@ -340,4 +343,51 @@ fn rules_list_shows_the_set() {
         line.contains("header:date") && line.contains("10-headers.toml:"),
         "{line}"
     );
+}
+
+#[tokio::test]
+async fn nameserver_flag_points_blocklist_lookups_at_a_local_resolver() {
+    // A blocklist zone served on 127.0.0.1 that lists the domain the message links to.
+    let dns = dnsbl_server::TestDns::start(vec![
+        dnsbl_server::TestZone::new("dbl.test")
+            .with("listed.example", std::net::Ipv4Addr::new(127, 0, 1, 2)),
+    ])
+    .await;
+    let f = Fixture::new();
+    f.write(
+        "dnsbl.toml",
+        "[dnsbl]\nenabled = true\n[[dnsbl.zones]]\nname = \"TESTDBL\"\nzone = \"dbl.test\"\nkind = \"domain\"\nscore = 3.0\n",
+    );
+    f.write(
+        "link.eml",
+        "From: a@example.org\nDate: Tue, 3 Sep 2024 10:02:00 +0200\nSubject: hi\n\nsee http://www.listed.example/page\n",
+    );
+    let ns = dns.addr.to_string();
+    let args = [
+        "score",
+        "--json",
+        "--config",
+        "dnsbl.toml",
+        "--nameserver",
+        &ns,
+        "link.eml",
+    ];
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = f.run(&args, None);
+            drop(f);
+            out
+        }),
+    )
+    .await
+    .expect("score timed out")
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let lines = json_lines(&out);
+    let rules = lines[0]["rules"].as_array().unwrap();
+    assert!(rules.iter().any(|r| r == "DNSBL_TESTDBL"), "{lines:?}");
+    assert!(dns.queries() > 0);
 }

@@ -67,13 +67,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn score_all(args: &Args) -> anyhow::Result<ExitCode> {
-    let config = args.common.load()?;
-    if let Some(_ns) = args.nameserver {
-        // TODO(lead): set `config.dnsbl.nameservers = vec![ns]` (make `config` mutable) once the dnsbl helper's
-        // `DnsblConfig::nameservers` field is merged. Until then the flag is accepted and ignored.
-        eprintln!(
-            "popguard: warning: --nameserver is not wired to the DNS blocklist code yet; ignored"
-        );
+    let mut config = args.common.load()?;
+    if let Some(ns) = args.nameserver {
+        config.dnsbl.nameservers = vec![ns];
     }
     let filter = Filter::new(&config)?;
     let scan_limit = filter.config().scan_limit;

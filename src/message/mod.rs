@@ -38,6 +38,8 @@ pub const MAX_URLS: usize = 1000;
 pub const MAX_RECEIVED_IPS: usize = 64;
 /// Attachment names collected.
 pub const MAX_ATTACHMENT_NAMES: usize = 256;
+/// Characters kept of one attachment name (RFC 2183 sets no limit; file systems stop at 255).
+pub const MAX_ATTACHMENT_NAME_CHARS: usize = 255;
 
 /// Everything the scorers read, extracted once per message.
 #[derive(Debug, Clone, Default)]
@@ -78,29 +80,37 @@ impl MessageView {
     /// Parses a message (or its scanned prefix). Never fails: unparseable parts are skipped.
     pub fn parse(raw: &[u8]) -> MessageView {
         let header_end = find_header_end(raw);
-        let mut view = MessageView {
+        let fresh = || MessageView {
             raw_headers: raw_header_block(raw, header_end),
             ..MessageView::default()
         };
         // mail-parser is written not to panic, but it indexes and subtracts on offsets derived from hostile
-        // input; a bug there must cost one message its rule score, never the proxy session.
-        let parsed = std::panic::catch_unwind(|| MessageParser::new().parse(raw));
-        match parsed {
-            Ok(Some(message)) => {
-                view.fill(&message);
-                if header_end.is_none() && view.body_text.is_empty() {
-                    // No blank line: either a bare header block or text that merely looks like one
-                    // ("word: word"). Body rules see it too; a real header block rarely trips them.
+        // input (and its HTML converter unwraps); a bug there must cost one message its rule score, never the
+        // proxy session. The fallback still lets body rules see the text.
+        std::panic::catch_unwind(|| {
+            let mut view = fresh();
+            match MessageParser::new().parse(raw) {
+                Some(message) if !message.parts.is_empty() => {
+                    view.fill(&message);
+                    if header_end.is_none() && view.body_text.is_empty() {
+                        // No blank line: either a bare header block or text that merely looks like one
+                        // ("word: word"). Body rules see it too; a real header block rarely trips them.
+                        push_capped(&mut view.body_text, &String::from_utf8_lossy(raw), MAX_TEXT);
+                    }
+                }
+                _ => {
+                    // No header block at all: score what there is as text so body rules still see it.
                     push_capped(&mut view.body_text, &String::from_utf8_lossy(raw), MAX_TEXT);
                 }
             }
-            Ok(None) | Err(_) => {
-                // No header block at all: score what there is as text so body rules still see it.
-                push_capped(&mut view.body_text, &String::from_utf8_lossy(raw), MAX_TEXT);
-            }
-        }
-        view.collect_urls();
-        view
+            view.collect_urls();
+            view
+        })
+        .unwrap_or_else(|_| {
+            let mut view = fresh();
+            push_capped(&mut view.body_text, &String::from_utf8_lossy(raw), MAX_TEXT);
+            view
+        })
     }
 
     /// Decoded values of every header field named `name` (case-insensitive), in order.
@@ -252,7 +262,7 @@ impl MessageView {
             line.push_str(" attachment");
         }
         if let Some(name) = part.attachment_name() {
-            let name: String = name.chars().take(256).collect();
+            let name: String = name.chars().take(MAX_ATTACHMENT_NAME_CHARS).collect();
             line.push_str(" name=");
             line.push_str(&name);
             if self.attachment_names.len() < MAX_ATTACHMENT_NAMES {

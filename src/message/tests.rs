@@ -319,3 +319,25 @@ fn body_lines_end_in_lf_whatever_the_wire() {
         assert_eq!(v.body_text.trim_end(), "one\ntwo");
     }
 }
+
+proptest::proptest! {
+    // Any bytes at all: the parse returns, and what it collects stays within the caps.
+    #[test]
+    fn any_bytes_parse_within_caps(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096)) {
+        let v = MessageView::parse(&raw);
+        proptest::prop_assert!(v.headers.len() <= MAX_HEADERS);
+        proptest::prop_assert!(v.body_text.len() <= MAX_TEXT && v.html.len() <= MAX_TEXT);
+        proptest::prop_assert!(v.urls.len() <= MAX_URLS);
+    }
+
+    // MIME-shaped input cut anywhere, as a scanned prefix is.
+    #[test]
+    fn mime_prefixes_parse(cut in 0usize..600) {
+        let msg = "Subject: =?utf-8?q?caf=C3=A9?=\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\
+                   Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n\
+                   <a href=3D\"http://x.example/\">caf=C3=A9</a>\n--b\nContent-Type: text/plain\n\
+                   Content-Transfer-Encoding: base64\n\nRnJlZSBtb25leSBmb3IgeW91\n--b--\n";
+        let v = MessageView::parse(&msg.as_bytes()[..cut.min(msg.len())]);
+        proptest::prop_assert!(v.mime_parts.len() <= 3);
+    }
+}

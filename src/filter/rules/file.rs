@@ -479,6 +479,28 @@ mod tests {
     }
 
     #[test]
+    fn pattern_lists_keep_each_line() {
+        let text = "[[rule]]\nname = \"P\"\ntarget = \"body\"\npatterns = [\n  'a',\n  'b',\n]\nscore = 1\n\
+                    description = \"d\"\n";
+        let spec = parse("t.toml", text).unwrap();
+        match &spec.rules[0].kind {
+            RuleKind::Pattern { patterns, .. } => {
+                assert_eq!(patterns, &[("a".to_owned(), 5), ("b".to_owned(), 6)])
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, reason) = only_error(
+            "[[rule]]\nname = \"P\"\ntarget = \"body\"\npattern = 'a'\npatterns = ['b']\nscore = 1\ndescription = \"d\"\n",
+        );
+        assert!(reason.contains("both pattern and patterns"), "{reason}");
+        let (line, reason) = only_error(
+            "[[rule]]\nname = \"P\"\ntarget = \"body\"\npatterns = []\nscore = 1\ndescription = \"d\"\n",
+        );
+        assert_eq!(line, 4);
+        assert!(reason.contains("empty"), "{reason}");
+    }
+
+    #[test]
     fn all_errors_in_a_file_are_reported() {
         let text = "[[rule]]\nname = \"A\"\ntarget = \"nope\"\npattern = 'a'\nscore = 1\ndescription = \"d\"\n\
                     [[rule]]\nname = \"B\"\nscore = 1\ndescription = \"d\"\n";
