@@ -66,13 +66,18 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Files scored ahead of the output per core: enough to keep every core busy, few enough to bound memory
+/// (each holds at most `scan_limit` bytes).
+const SCORE_WINDOW_PER_CORE: usize = 4;
+
 async fn score_all(args: &Args) -> anyhow::Result<ExitCode> {
     let mut config = args.common.load()?;
     if let Some(ns) = args.nameserver {
         config.dnsbl.nameservers = vec![ns];
     }
-    let filter = Filter::new(&config)?;
+    let filter = std::sync::Arc::new(Filter::new(&config)?);
     let scan_limit = filter.config().scan_limit;
+    let proxy_config = std::sync::Arc::new(config.proxy.clone());
     let opts = ScoreOptions {
         network: !args.no_network,
         explain: args.explain,
@@ -81,10 +86,42 @@ async fn score_all(args: &Args) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut failed = 0usize;
-    for path in &args.files {
-        let name = path.display().to_string();
-        let message = match read_prefix(path, scan_limit) {
-            Ok(m) => m,
+    // Files are read and scored on every core, a bounded window ahead of the output, which stays in argument
+    // order: scoring is CPU-bound and a run over thousands of files should use the whole machine.
+    let window =
+        std::thread::available_parallelism().map_or(2, |n| n.get()) * SCORE_WINDOW_PER_CORE;
+    let mut pending = std::collections::VecDeque::with_capacity(window);
+    let mut files = args.files.iter();
+    loop {
+        while pending.len() < window {
+            let Some(path) = files.next() else { break };
+            let (filter, proxy_config, path, user) = (
+                filter.clone(),
+                proxy_config.clone(),
+                path.clone(),
+                args.user.clone(),
+            );
+            pending.push_back(tokio::spawn(async move {
+                let name = path.display().to_string();
+                // `-` (stdin) is read here too: it can appear only once in a sensible call.
+                let message = match read_prefix(&path, scan_limit) {
+                    Ok(m) => m,
+                    Err(e) => return (name, Err(e)),
+                };
+                // The same prefix the proxy's first scan scores (`scan_lines` may cut it shorter than the limit).
+                let prefix =
+                    popguard::proxy::scanned_prefix(&message, &proxy_config, scan_limit + 1);
+                let verdict = filter.score(user.as_deref(), prefix, &opts).await;
+                (name, Ok(verdict))
+            }));
+        }
+        let Some(task) = pending.pop_front() else {
+            break;
+        };
+        let (name, result) = task.await?;
+        match result {
+            Ok(verdict) if args.json => print_json(&mut out, &name, &verdict, args.explain)?,
+            Ok(verdict) => print_text(&mut out, &name, &verdict, args.explain)?,
             Err(e) => {
                 failed += 1;
                 let error = format!("cannot read: {e}");
@@ -96,14 +133,7 @@ async fn score_all(args: &Args) -> anyhow::Result<ExitCode> {
                     out.flush()?;
                     eprintln!("popguard: {name}: {error}");
                 }
-                continue;
             }
-        };
-        let verdict = filter.score(args.user.as_deref(), &message, &opts).await;
-        if args.json {
-            print_json(&mut out, &name, &verdict, args.explain)?;
-        } else {
-            print_text(&mut out, &name, &verdict, args.explain)?;
         }
     }
     out.flush()?;
