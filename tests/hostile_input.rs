@@ -1,0 +1,343 @@
+//! Hostile input through the parsers and the wire layer: huge lines, NUL bytes, invalid UTF-8, deep pipelining.
+//! Each case checks what comes out (error kinds, sizes, order), and finishes quickly with bounded memory.
+
+use std::time::Duration;
+
+use popguard::pop3::stream::{MAX_DISCARD, WRITE_HIGH_WATER};
+use popguard::pop3::{
+    COMMAND_LINE_READ_LIMIT, Command, CommandError, Pop3Error, Pop3Stream,
+    RESPONSE_LINE_READ_LIMIT, Response, ResponseError, Status, Stuffer,
+};
+use popguard::secret::Secret;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+
+/// Every network-ish test ends well within this, or fails.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// Decimal megabyte: the size the issue asks for; below [`MAX_DISCARD`] (a binary MiB), so the line is skipped
+/// and the session goes on.
+const ONE_MB: usize = 1_000_000;
+
+/// A pair of connected in-memory streams; `peer` is the raw side the test writes hostile bytes into.
+fn pair() -> (Pop3Stream<DuplexStream>, DuplexStream) {
+    let (ours, peer) = duplex(64 * 1024);
+    (Pop3Stream::new(ours), peer)
+}
+
+/// Writes `bytes` from a separate task (they do not fit the duplex buffer) and closes the write side.
+fn send(mut peer: DuplexStream, bytes: Vec<u8>) -> tokio::task::JoinHandle<DuplexStream> {
+    tokio::spawn(async move {
+        // The reader may close early (an over-long line ends the connection); that is not this task's failure.
+        let _ = peer.write_all(&bytes).await;
+        let _ = peer.shutdown().await;
+        peer
+    })
+}
+
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(DEADLINE, f)
+        .await
+        .expect("hostile input must not stall the reader")
+}
+
+#[test]
+fn parsers_reject_one_megabyte_lines_without_reading_them() {
+    let mut cmd = b"USER ".to_vec();
+    cmd.resize(ONE_MB, b'a');
+    assert_eq!(
+        Command::parse(&cmd),
+        Err(CommandError::TooLong {
+            limit: COMMAND_LINE_READ_LIMIT
+        })
+    );
+    let mut status = b"+OK ".to_vec();
+    status.resize(ONE_MB, b'x');
+    assert_eq!(
+        Response::parse(&status),
+        Err(ResponseError::TooLong {
+            limit: RESPONSE_LINE_READ_LIMIT
+        })
+    );
+}
+
+#[tokio::test]
+async fn one_megabyte_command_line_is_skipped_and_the_session_goes_on() {
+    let (mut server, client) = pair();
+    let mut wire = b"USER ".to_vec();
+    wire.resize(ONE_MB, b'a');
+    wire.extend_from_slice(b"\r\nNOOP\r\nQUIT\r\n");
+    let writer = send(client, wire);
+    let got = within(async {
+        let mut got = Vec::new();
+        while let Some(c) = server.read_command().await.expect("stream stays usable") {
+            got.push(c);
+        }
+        got
+    })
+    .await;
+    assert_eq!(
+        got,
+        vec![
+            Err(CommandError::TooLong {
+                limit: COMMAND_LINE_READ_LIMIT
+            }),
+            Ok(Command::Noop),
+            Ok(Command::Quit),
+        ]
+    );
+    writer.await.expect("writer task");
+}
+
+#[tokio::test]
+async fn endless_command_line_closes_the_connection_after_max_discard() {
+    let (mut server, client) = pair();
+    let wire = vec![b'A'; 2 * MAX_DISCARD];
+    let writer = send(client, wire);
+    let err = within(server.read_command())
+        .await
+        .expect_err("a line past MAX_DISCARD is a connection error");
+    assert!(
+        matches!(
+            err,
+            Pop3Error::LineTooLong {
+                limit: COMMAND_LINE_READ_LIMIT,
+                resynced: false
+            }
+        ),
+        "{err:?}"
+    );
+    drop(server);
+    writer.await.expect("writer task");
+}
+
+#[tokio::test]
+async fn one_megabyte_status_line_is_an_error_and_the_next_reply_still_parses() {
+    let (mut client, server) = pair();
+    let mut wire = b"+OK ".to_vec();
+    wire.resize(ONE_MB, b'x');
+    wire.extend_from_slice(b"\r\n+OK next\r\n");
+    let writer = send(server, wire);
+    let err = within(client.read_response()).await.expect_err("too long");
+    assert!(
+        matches!(
+            err,
+            Pop3Error::LineTooLong {
+                limit: RESPONSE_LINE_READ_LIMIT,
+                resynced: true
+            }
+        ),
+        "{err:?}"
+    );
+    let next = within(client.read_response()).await.expect("in step");
+    assert_eq!(next, Response::ok("next"));
+    assert!(matches!(
+        within(client.read_response()).await,
+        Err(Pop3Error::Closed)
+    ));
+    writer.await.expect("writer task");
+}
+
+#[tokio::test]
+async fn one_megabyte_content_line_is_relayed_whole_or_refused_by_the_cap() {
+    // Content lines of a message have no length limit: a 1 MB line is data, only the body cap applies.
+    let mut body = vec![b'z'; ONE_MB];
+    body.extend_from_slice(b"\r\n");
+    let mut wire = b"+OK\r\n".to_vec();
+    wire.extend_from_slice(&Stuffer::stuff_all(&body));
+    wire.extend_from_slice(b"+OK\r\n");
+    wire.extend_from_slice(&Stuffer::stuff_all(&body));
+    wire.extend_from_slice(b"+OK bye\r\n");
+    let (mut client, server) = pair();
+    let writer = send(server, wire);
+    within(async {
+        assert!(client.read_response().await.expect("status").is_ok());
+        assert_eq!(client.read_multiline(2 * ONE_MB).await.expect("body"), body);
+        assert!(client.read_response().await.expect("status").is_ok());
+        let capped = client.read_multiline(64 * 1024).await;
+        assert!(
+            matches!(capped, Err(Pop3Error::TooLarge { limit: 65536 })),
+            "{capped:?}"
+        );
+        // Read to its terminator and dropped: the stream is still in step.
+        assert_eq!(
+            client.read_response().await.expect("in step"),
+            Response::ok("bye")
+        );
+    })
+    .await;
+    writer.await.expect("writer task");
+}
+
+#[test]
+fn nul_bytes_in_commands_and_status_lines() {
+    assert_eq!(
+        Command::parse(b"USER al\0ice"),
+        Err(CommandError::ControlCharacter { verb: "USER" })
+    );
+    assert_eq!(
+        Command::parse(b"PASS se\0cret"),
+        Err(CommandError::ControlCharacter { verb: "PASS" })
+    );
+    assert_eq!(
+        Command::parse(b"RETR 1\0"),
+        Err(CommandError::InvalidNumber {
+            verb: "RETR",
+            what: "message number"
+        })
+    );
+    // An unknown verb shows its control characters as `?`, so it never reads as a real verb in logs.
+    assert_eq!(
+        Command::parse(b"\0\0\0"),
+        Ok(Command::Unknown("???".into()))
+    );
+    assert_eq!(
+        Command::parse(b"ST\0AT"),
+        Ok(Command::Unknown("ST?AT".into()))
+    );
+    // A NUL in a server's text is kept as data but never written back raw.
+    let r = Response::parse(b"+OK hello\0world").expect("parses");
+    assert_eq!(r.text, "hello\0world");
+    assert_eq!(r.to_wire(), b"+OK hello world\r\n");
+    assert!(matches!(
+        Response::parse(b"\0+OK"),
+        Err(ResponseError::BadStatus(_))
+    ));
+}
+
+#[tokio::test]
+async fn nul_bytes_in_a_body_pass_through_unchanged() {
+    let body = b"Subject: \0\r\n\r\n\0\0.\0\r\n..\0\r\n".to_vec();
+    let mut wire = b"+OK\r\n".to_vec();
+    wire.extend_from_slice(&Stuffer::stuff_all(&body));
+    let (mut client, server) = pair();
+    let writer = send(server, wire);
+    within(async {
+        assert!(client.read_response().await.expect("status").is_ok());
+        assert_eq!(client.read_multiline(1024).await.expect("body"), body);
+    })
+    .await;
+    writer.await.expect("writer task");
+}
+
+#[test]
+fn invalid_utf8_in_commands_and_status_lines() {
+    assert_eq!(
+        Command::parse(b"USER \xff\xfe"),
+        Err(CommandError::InvalidUtf8 { verb: "USER" })
+    );
+    assert_eq!(
+        Command::parse(b"PASS \xc3\x28"),
+        Err(CommandError::InvalidUtf8 { verb: "PASS" })
+    );
+    assert_eq!(
+        Command::parse(b"APOP \xff 0123456789abcdef0123456789abcdef"),
+        Err(CommandError::InvalidUtf8 { verb: "APOP" })
+    );
+    // An unknown verb is shown lossily, never as raw bytes.
+    assert_eq!(
+        Command::parse(b"\xff\xfeX arg"),
+        Ok(Command::Unknown("\u{fffd}\u{fffd}X".into()))
+    );
+    // UTF-8 user names are fine (RFC 6856).
+    assert_eq!(
+        Command::parse("USER jürgen".as_bytes()),
+        Ok(Command::User("jürgen".into()))
+    );
+    let r = Response::parse(b"-ERR caf\xe9 closed").expect("parses");
+    assert_eq!(r.status, Status::Err);
+    assert_eq!(r.text, "caf\u{fffd} closed");
+}
+
+#[tokio::test]
+async fn ten_thousand_pipelined_commands_in_one_packet() {
+    const N: u32 = 10_000;
+    let (mut server, client) = pair();
+    let mut packet = Vec::new();
+    for i in 1..=N {
+        let cmd = match i % 4 {
+            0 => Command::List(Some(i)),
+            1 => Command::Noop,
+            2 => Command::Uidl(Some(i)),
+            _ => Command::Pass(Secret::new(format!("pw {i}"))),
+        };
+        packet.extend_from_slice(&cmd.to_wire());
+    }
+    packet.extend_from_slice(b"QUIT\r\n");
+    let packet_len = packet.len();
+
+    // The server answers each command and flushes when no more input is buffered (RFC 2449 §6.6 pipelining) or
+    // when WRITE_HIGH_WATER octets are queued. The second condition matters: input arrives faster than it is
+    // consumed, so "nothing buffered" can stay false for the whole packet and the replies would pile up unbounded.
+    let server_task = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let (mut queued, mut most_queued, mut flushes) = (0usize, 0usize, 0usize);
+        while let Some(cmd) = server.read_command().await.expect("pipelined stream") {
+            let cmd = cmd.expect("every pipelined command parses");
+            let quit = cmd == Command::Quit;
+            let reply = Response::ok(format!("{} {}", seen.len() + 1, cmd.verb()));
+            queued += reply.to_wire().len();
+            server.queue_response(&reply);
+            seen.push(cmd);
+            if !server.has_buffered_input() || queued >= WRITE_HIGH_WATER || quit {
+                most_queued = most_queued.max(queued);
+                queued = 0;
+                flushes += 1;
+                server.flush().await.expect("flush");
+            }
+            if quit {
+                break;
+            }
+        }
+        (seen, most_queued, flushes)
+    });
+
+    // Written whole while the replies are read: a pipelining client must read as it writes.
+    let (mut rd, mut wr) = tokio::io::split(client);
+    let writer = tokio::spawn(async move { wr.write_all(&packet).await.expect("one write") });
+    let mut replies = Vec::new();
+    within(async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = rd.read(&mut buf).await.expect("read replies");
+            replies.extend_from_slice(&buf[..n]);
+            if n == 0 || replies.ends_with(b"QUIT\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    let (seen, most_queued, flushes) = within(server_task).await.expect("server task");
+    within(writer).await.expect("writer task");
+
+    assert_eq!(seen.len(), N as usize + 1);
+    assert_eq!(seen[3], Command::List(Some(4)));
+    assert_eq!(seen[4], Command::Noop);
+    assert_eq!(seen[9_998], Command::Pass(Secret::new("pw 9999")));
+    assert_eq!(seen[N as usize], Command::Quit);
+    let lines: Vec<&[u8]> = replies
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        N as usize + 1,
+        "one reply per command, none lost"
+    );
+    for (i, line) in lines.iter().enumerate() {
+        let r = Response::parse(line).expect("reply parses");
+        assert!(
+            r.text.starts_with(&format!("{} ", i + 1)),
+            "reply {i} out of order: {r}"
+        );
+    }
+    // Replies went out in batches, each bounded.
+    assert!(
+        flushes > 1 && flushes < N as usize / 10,
+        "{flushes} flushes"
+    );
+    assert!(
+        most_queued < WRITE_HIGH_WATER + 64,
+        "{most_queued} octets queued before a flush"
+    );
+    assert!(packet_len > 100_000);
+}
