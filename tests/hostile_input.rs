@@ -1,8 +1,12 @@
-//! Hostile input through the parsers and the wire layer: huge lines, NUL bytes, invalid UTF-8, deep pipelining.
-//! Each case checks what comes out (error kinds, sizes, order), and finishes quickly with bounded memory.
+//! Hostile input through the parsers and the wire layer (huge lines, NUL bytes, invalid UTF-8, deep pipelining)
+//! and through the MIME path (part bombs, deep nesting, header floods, endless base64). Each case checks what
+//! comes out (error kinds, sizes, order), and finishes quickly with bounded memory.
 
 use std::time::Duration;
 
+use popguard::filter::bayes::tokenize::{
+    DEFAULT_MAX_TOKENS, MAX_INPUT_BYTES, Tokenizer, token_hash,
+};
 use popguard::pop3::stream::{MAX_DISCARD, WRITE_HIGH_WATER};
 use popguard::pop3::{
     COMMAND_LINE_READ_LIMIT, Command, CommandError, Pop3Error, Pop3Stream,
@@ -340,4 +344,140 @@ async fn ten_thousand_pipelined_commands_in_one_packet() {
         "{most_queued} octets queued before a flush"
     );
     assert!(packet_len > 100_000);
+}
+
+// ---- hostile messages: the MIME path (mail-parser via the Bayes tokenizer) ---------------------------------
+
+/// A multipart/mixed message with `n` tiny text parts (about 20 octets each).
+fn many_parts(n: usize) -> Vec<u8> {
+    let mut m = b"Subject: parts\nContent-Type: multipart/mixed; boundary=b\n\n".to_vec();
+    for i in 0..n {
+        m.extend_from_slice(format!("--b\n\npart{i:06}\n").as_bytes());
+    }
+    m.extend_from_slice(b"--b--\n");
+    m
+}
+
+/// `levels` multiparts, each the only part of the one around it, with one text part at the bottom.
+fn nested_multipart(levels: usize) -> Vec<u8> {
+    let mut m = b"Subject: nested\n".to_vec();
+    for i in 0..levels {
+        m.extend_from_slice(
+            format!("Content-Type: multipart/mixed; boundary=n{i}\n\n--n{i}\n").as_bytes(),
+        );
+    }
+    m.extend_from_slice(b"Content-Type: text/plain\n\nbottomword\n");
+    for i in (0..levels).rev() {
+        m.extend_from_slice(format!("--n{i}--\n").as_bytes());
+    }
+    m
+}
+
+/// `n` header lines (7 octets each, so 100 000 of them stay under the 1 MiB input caps), then a short body.
+fn many_headers(n: usize) -> Vec<u8> {
+    let mut m = Vec::with_capacity(n * 8);
+    for _ in 0..n {
+        m.extend_from_slice(b"X-J: v\n");
+    }
+    m.extend_from_slice(b"Subject: late subject\n\nbody words here\n");
+    m
+}
+
+/// A base64 text body that never ends, `size` octets long: a single-part message, or (`in_multipart`) a part
+/// of a multipart whose closing boundary never comes.
+fn endless_base64(size: usize, in_multipart: bool) -> Vec<u8> {
+    let mut m = if in_multipart {
+        b"Subject: b64\nContent-Type: multipart/mixed; boundary=z\n\n--z\n".to_vec()
+    } else {
+        b"Subject: b64\n".to_vec()
+    };
+    m.extend_from_slice(b"Content-Type: text/plain\nContent-Transfer-Encoding: base64\n\n");
+    // "hello world " four times, then "hello wor": 76 base64 characters a line.
+    let line = b"aGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd29ybGQgaGVsbG8gd29y\n";
+    while m.len() < size {
+        m.extend_from_slice(line);
+    }
+    m
+}
+
+fn has_token(t: &popguard::filter::bayes::tokenize::TokenSet, token: &str) -> bool {
+    t.hashes.binary_search(&token_hash(token)).is_ok()
+}
+
+#[test]
+fn tokenizer_bounds_a_message_of_100_000_parts() {
+    let raw = many_parts(100_000);
+    assert!(
+        raw.len() > MAX_INPUT_BYTES,
+        "the bomb is bigger than the tokenizer's input cap"
+    );
+    let t = Tokenizer::new().tokenize(&raw, DEFAULT_MAX_TOKENS, true);
+    assert!(has_token(&t, "meta:parts-capped"), "{:?}", t.names);
+    assert!(has_token(&t, "part000000") && has_token(&t, "part000062"));
+    assert!(
+        !has_token(&t, "part000064"),
+        "parts past MAX_PARTS are not read"
+    );
+    assert!(t.hashes.len() < 100, "{} tokens", t.hashes.len());
+}
+
+#[test]
+fn tokenizer_survives_10_000_nested_multiparts() {
+    // Recursion over nesting would overflow the test thread's stack long before 10 000 levels.
+    let t = Tokenizer::new().tokenize(&nested_multipart(10_000), DEFAULT_MAX_TOKENS, true);
+    assert!(has_token(&t, "subject:nested"));
+    assert!(has_token(&t, "ct:multipart/mixed"));
+    assert!(has_token(&t, "meta:parts-capped"), "{:?}", t.names);
+    assert!(t.hashes.len() < 20, "{:?}", t.names);
+}
+
+#[test]
+fn tokenizer_reads_only_the_first_header_lines_of_100_000() {
+    let raw = many_headers(100_000);
+    assert!(raw.len() < MAX_INPUT_BYTES);
+    let t = Tokenizer::new().tokenize(&raw, DEFAULT_MAX_TOKENS, true);
+    // The Subject comes after 100 000 junk fields, past MAX_HEADERS, so it is not seen; the body still is.
+    assert!(!has_token(&t, "subject:late"));
+    assert!(
+        has_token(&t, "body") && has_token(&t, "words"),
+        "{:?}",
+        t.names
+    );
+    assert!(t.hashes.len() < 20, "{:?}", t.names);
+}
+
+#[test]
+fn tokenizer_bounds_base64_that_never_ends() {
+    let raw = endless_base64(4 * MAX_INPUT_BYTES, false);
+    let t = Tokenizer::new().tokenize(&raw, DEFAULT_MAX_TOKENS, true);
+    assert!(
+        has_token(&t, "hello") && has_token(&t, "world"),
+        "{:?}",
+        t.names
+    );
+    assert!(has_token(&t, "cte:base64"));
+    assert!(t.hashes.len() < 20, "{:?}", t.names);
+
+    let raw = endless_base64(4 * MAX_INPUT_BYTES, true);
+    let t = Tokenizer::new().tokenize(&raw, DEFAULT_MAX_TOKENS, true);
+    assert!(has_token(&t, "cte:base64"));
+    assert!(t.hashes.len() < 20, "{:?}", t.names);
+}
+
+/// FINDING for the Bayes tokenizer (src/filter/bayes/tokenize.rs), not fixed here: a base64 text part whose
+/// closing boundary never comes is not decoded. mail-parser 0.11 (parsers/message.rs, `is_encoding_problem`)
+/// falls back to the raw base64 text when the boundary is missing, so the tokenizer sees `skip:a 70` instead of
+/// the words. The filter cuts every message at `filter.scan_limit`, so any multipart spam whose text part runs
+/// past the limit hides its words this way. Un-ignore once the tokenizer decodes such parts itself
+/// (`MessagePart::is_encoding_problem` + Content-Transfer-Encoding: base64).
+#[test]
+#[ignore = "known gap: unterminated base64 part in a multipart is not decoded (see doc comment)"]
+fn tokenizer_decodes_a_base64_part_cut_before_its_boundary() {
+    let raw = endless_base64(64 * 1024, true);
+    let t = Tokenizer::new().tokenize(&raw, DEFAULT_MAX_TOKENS, true);
+    assert!(
+        has_token(&t, "hello") && has_token(&t, "world"),
+        "{:?}",
+        t.names
+    );
 }
