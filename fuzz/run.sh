@@ -34,6 +34,7 @@ max_len() {
         pop3_command) echo 9000 ;;
         pop3_response) echo 13000 ;;
         pop3_stream) echo 40000 ;;
+        rules_load) echo 65536 ;; # the default rule files (seeds) are up to ~40 KB
         *) echo 4096 ;;
     esac
 }

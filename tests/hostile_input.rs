@@ -481,3 +481,161 @@ fn tokenizer_decodes_a_base64_part_cut_before_its_boundary() {
         t.names
     );
 }
+
+// ---- hostile messages through MessageView::parse (what every rule reads) -----------------------------------
+
+use popguard::message::{MAX_HEADERS, MAX_PARTS, MAX_TEXT, MessageView};
+
+#[test]
+fn message_view_bounds_a_message_of_100_000_parts() {
+    let v = MessageView::parse(&many_parts(100_000));
+    assert_eq!(v.subject, "parts");
+    assert_eq!(
+        v.content_types.len(),
+        MAX_PARTS,
+        "parts past MAX_PARTS are not visited"
+    );
+    assert_eq!(v.mime_parts.len(), MAX_PARTS);
+    assert!(
+        !v.body_text.contains("part099999"),
+        "parts past MAX_PARTS are not read"
+    );
+    assert!(v.body_text.len() <= MAX_TEXT);
+}
+
+/// FINDING for MessageView (src/message/mod.rs, `MessageView::walk`), not fixed here: once a message has
+/// MAX_PARTS (1000) parts, `if *budget == 0 { return; }` leaves `walk` before the loops that collect
+/// `body_text` and `html` from mail-parser's text/html body lists, so the view has no body text at all. A spam
+/// padded with 1000 empty MIME parts (about 10 KB, far under the scan limit) hides its text from every body
+/// rule. `break` instead of `return` keeps the (already capped) text loops. Un-ignore once fixed.
+#[test]
+#[ignore = "known gap: a message with MAX_PARTS or more parts has an empty body_text (see doc comment)"]
+fn message_view_reads_the_text_of_a_message_with_max_parts_parts() {
+    let v = MessageView::parse(&many_parts(MAX_PARTS));
+    assert!(v.body_text.contains("part000000"), "{:?}", v.body_text);
+}
+
+#[test]
+fn message_view_survives_10_000_nested_multiparts() {
+    let v = MessageView::parse(&nested_multipart(10_000));
+    assert_eq!(v.subject, "nested");
+    assert!(
+        v.content_types.len() <= MAX_PARTS + 1,
+        "{}",
+        v.content_types.len()
+    );
+    assert_eq!(
+        v.content_types.first().map(String::as_str),
+        Some("multipart/mixed")
+    );
+}
+
+#[test]
+fn message_view_keeps_at_most_max_headers_of_100_000() {
+    let v = MessageView::parse(&many_headers(100_000));
+    assert_eq!(v.headers.len(), MAX_HEADERS);
+    assert!(v.headers.iter().all(|(n, v)| n == "X-J" && v == "v"));
+    assert!(
+        v.body_text.contains("body words here"),
+        "{:?}",
+        &v.body_text[..v.body_text.len().min(80)]
+    );
+}
+
+#[test]
+fn message_view_decodes_base64_that_never_ends() {
+    for in_multipart in [false, true] {
+        let v = MessageView::parse(&endless_base64(4 * MAX_INPUT_BYTES, in_multipart));
+        assert!(
+            v.body_text.contains("hello world hello world"),
+            "multipart: {in_multipart}"
+        );
+        assert!(v.body_text.len() <= MAX_TEXT, "{}", v.body_text.len());
+    }
+}
+
+#[test]
+fn message_view_takes_invalid_utf8_in_headers() {
+    let v = MessageView::parse(
+        b"Subject: caf\xe9 \xff\xfe ok\nFrom: B\xf6se <BAD@Example.COM>\n\nbody\n",
+    );
+    assert!(
+        v.subject.starts_with("caf") && v.subject.ends_with("ok"),
+        "{:?}",
+        v.subject
+    );
+    assert_eq!(v.from_address, "bad@example.com");
+    assert_eq!(v.body_text.trim_end(), "body");
+}
+
+// ---- a pathological rule regex through the rule loader -------------------------------------------------------
+
+use popguard::config::Config;
+use popguard::filter::rules::{RuleEngine, RulesError};
+
+/// Loads one rule file holding `pattern` (a TOML literal string) for `target`.
+fn load_rule(pattern: &str, target: &str) -> (tempfile::TempDir, Result<RuleEngine, RulesError>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "[[rule]]\nname = \"HOSTILE\"\ntarget = \"{target}\"\npattern = '''{pattern}'''\nscore = 1.0\n\
+         description = \"hostile pattern\"\n"
+    );
+    std::fs::write(dir.path().join("hostile.toml"), text).expect("write rule file");
+    let mut config = Config::default();
+    config.rules.dir = Some(dir.path().to_path_buf());
+    let loaded = RuleEngine::load(&config);
+    (dir, loaded)
+}
+
+#[test]
+fn oversized_rule_regexes_are_clear_errors() {
+    for pattern in [
+        r"(?:\w{1000}){1000}",
+        r"(?:a{100}){100}{100}",
+        r".{65535}x{65535}",
+    ] {
+        let (_dir, loaded) = load_rule(pattern, "body");
+        match loaded {
+            Err(RulesError::Invalid { file, line, reason }) => {
+                assert!(file.ends_with("hostile.toml"), "{file}");
+                assert_eq!(line, 4, "the `pattern =` line");
+                assert!(
+                    reason.contains("compiles to more than"),
+                    "{pattern}: {reason}"
+                );
+            }
+            Err(e) => panic!("{pattern}: unexpected error {e}"),
+            Ok(_) => panic!("{pattern}: a pattern past the size limit loaded"),
+        }
+    }
+    // Nesting past the regex crate's nest limit is a clear error too, not a stack overflow.
+    let deep = format!("{}a{}", "(".repeat(10_000), ")".repeat(10_000));
+    let (_dir, loaded) = load_rule(&deep, "body");
+    let err = loaded.err().expect("too deep");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("hostile.toml:4: HOSTILE:"),
+        "{}",
+        &msg[..msg.len().min(200)]
+    );
+    assert!(
+        msg.contains("maximum number of nested parentheses"),
+        "{}",
+        &msg[..msg.len().min(200)]
+    );
+}
+
+#[test]
+fn backtracking_style_regex_runs_in_linear_time_on_a_large_body() {
+    // `(a+)+$` is exponential in backtracking engines; the regex crate runs it in linear time.
+    let (_dir, loaded) = load_rule(r"(a+)+$", "body");
+    let engine = loaded.expect("a valid pattern loads");
+    let mut raw = b"Subject: x\n\n".to_vec();
+    raw.extend(std::iter::repeat_n(b'a', 200_000));
+    raw.extend_from_slice(b"!\n");
+    let hits = engine.evaluate(None, &MessageView::parse(&raw));
+    assert!(hits.iter().all(|h| h.name != "HOSTILE"), "{hits:?}");
+    raw.truncate(raw.len() - 2);
+    let hits = engine.evaluate(None, &MessageView::parse(&raw));
+    assert!(hits.iter().any(|h| h.name == "HOSTILE"), "{hits:?}");
+}
