@@ -449,10 +449,12 @@ fn text_arg(verb: &'static str, arg: &[u8]) -> Result<String, CommandError> {
     Ok(s.to_owned())
 }
 
+/// Control characters become `?` rather than being dropped: dropping them would turn `S\0TAT` into an unknown
+/// verb spelled `STAT`, which logs as a real verb and re-encodes (`to_wire`) as one.
 fn sanitize_verb(raw: &[u8]) -> String {
     let mut v: String = String::from_utf8_lossy(raw)
         .chars()
-        .filter(|c| !c.is_control())
+        .map(|c| if c.is_control() { '?' } else { c })
         .take(MAX_UNKNOWN_VERB)
         .collect();
     v.make_ascii_uppercase();
@@ -726,6 +728,20 @@ mod tests {
             let _ = Command::parse(&[b'R', b'E', b'T', b'R', b' ', b]);
             let _ = SaslResponse::parse(&[b]);
         }
+    }
+
+    /// Found by the `pop3_command` fuzz target: NULs inside a verb were dropped, so `S\0…\0TAT` parsed as
+    /// `Unknown("STAT")`, whose `to_wire()` is a real `STAT`.
+    #[test]
+    fn control_characters_in_an_unknown_verb_are_not_dropped() {
+        let mut line = b"S".to_vec();
+        line.extend_from_slice(&[0; 26]);
+        line.extend_from_slice(b"TAT");
+        let cmd = Command::parse(&line).unwrap();
+        assert_eq!(cmd, Command::Unknown(format!("S{}TAT", "?".repeat(26))));
+        let wire = cmd.to_wire();
+        assert_eq!(Command::parse(&wire[..wire.len() - 2]), Ok(cmd));
+        assert_eq!(p("\0\0\0"), Ok(Command::Unknown("???".into())));
     }
 
     #[test]
