@@ -38,9 +38,10 @@ const MAX_IDLE_KIB: f64 = 64.0;
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Password of every load-test mailbox.
 const PASSWORD: &str = "load-pw";
-/// Warm-up sessions per account before a target is measured: first logins index the maildir (Dovecot moves
-/// new/ to cur/ and writes its uidlist; the proxy scores and caches verdicts), which is not steady-state work.
-const WARMUP_ROUNDS: usize = 1;
+/// Before a target is measured, one session per account, this many at a time: first logins index the maildir
+/// (Dovecot moves new/ to cur/ and writes its uidlist; the proxy scores and caches verdicts), which is not
+/// steady-state work.
+const WARMUP_PARALLEL: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -50,6 +51,9 @@ enum Mode {
     Proxy,
     /// The built-in `popguard server`, directly (same mailbox contents, its own maildirs).
     Server,
+    /// `popguard proxy` in front of the built-in server: the proxy's own cost, without Dovecot's
+    /// process-per-session cost hiding it.
+    ProxyServer,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -84,12 +88,17 @@ struct Opts {
     /// Messages each session RETRs [default: all].
     #[arg(long)]
     retr: Option<u32>,
-    /// Mailboxes; sessions use them in turn [full: 10; smoke: 2].
+    /// Mailboxes [default: the most sessions open at once, so no two concurrent sessions share a mailbox
+    /// (the built-in server locks a maildrop per session, as RFC 1939 §8 says)].
     #[arg(long)]
     users: Option<usize>,
     /// Idle logged-in sessions held open for the memory-per-session figure (0 = skip) [full: 500; smoke: 20].
     #[arg(long)]
     idle: Option<usize>,
+    /// Phases per target at each concurrency level, alternating between targets; figures are over all rounds
+    /// [full: 3; smoke: 1].
+    #[arg(long)]
+    rounds: Option<usize>,
     /// Targets, comma-separated, each measured at every concurrency level.
     #[arg(
         long,
@@ -128,6 +137,7 @@ struct Settings {
     messages: u32,
     users: usize,
     idle: usize,
+    rounds: usize,
     plan: Plan,
 }
 
@@ -137,12 +147,12 @@ impl Settings {
             v.unwrap_or(if o.smoke { smoke } else { full })
         };
         let messages = o.messages.unwrap_or(if o.smoke { 4 } else { 10 });
+        let concurrency =
+            o.concurrency
+                .clone()
+                .unwrap_or(if o.smoke { vec![4, 16] } else { vec![50, 500] });
+        let idle = pick(o.idle, 500, 20);
         Settings {
-            concurrency: o.concurrency.clone().unwrap_or(if o.smoke {
-                vec![4, 16]
-            } else {
-                vec![50, 500]
-            }),
             max_sessions: pick(o.sessions, 20_000, 150),
             duration: Duration::from_secs_f64(o.duration.unwrap_or(if o.smoke {
                 2.0
@@ -150,8 +160,13 @@ impl Settings {
                 15.0
             })),
             messages,
-            users: pick(o.users, 10, 2).max(1),
-            idle: pick(o.idle, 500, 20),
+            users: o
+                .users
+                .unwrap_or(concurrency.iter().copied().max().unwrap_or(1).max(idle))
+                .max(1),
+            idle,
+            concurrency,
+            rounds: pick(o.rounds, 3, 1).max(1),
             plan: Plan {
                 expect_messages: Some(messages),
                 retr: o.retr,
@@ -176,6 +191,8 @@ struct Target {
     memory: Memory,
     _process: Option<ChildGuard>,
     _dirs: Vec<tempfile::TempDir>,
+    /// The server behind a proxy that this run started (kept running as long as the proxy).
+    _upstream: Option<Box<Target>>,
 }
 
 #[derive(Clone, Copy)]
@@ -269,6 +286,7 @@ fn spawn_proxy(upstream: SocketAddr, sessions: usize) -> Target {
         memory: Memory::Process(child.id()),
         _process: Some(child),
         _dirs: vec![data, conf_dir],
+        _upstream: None,
     }
 }
 
@@ -314,6 +332,7 @@ fn spawn_server(accounts: &[Account], messages: &[Vec<u8>], sessions: usize) -> 
         memory: Memory::Process(child.id()),
         _process: Some(child),
         _dirs: vec![root],
+        _upstream: None,
     }
 }
 
@@ -321,11 +340,16 @@ fn write_bytes(path: &Path, data: &[u8]) {
     std::fs::write(path, data).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
 }
 
-/// One sequential session per account, then one concurrent round: every mailbox indexed, every verdict cached.
-async fn warm_up(target: &Target, accounts: &Arc<Vec<Account>>, plan: Plan) -> Result<(), String> {
-    for _ in 0..WARMUP_ROUNDS {
-        for a in accounts.iter() {
-            session::full(target.addr, &a.user, &a.pass, plan)
+/// One session per account in `accounts`, [`WARMUP_PARALLEL`] at a time: every mailbox indexed, every verdict
+/// cached.
+async fn warm_up(target: &Target, accounts: &[Account], plan: Plan) -> Result<(), String> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(WARMUP_PARALLEL));
+    let mut sessions = tokio::task::JoinSet::new();
+    for a in accounts.iter().cloned() {
+        let (gate, addr) = (gate.clone(), target.addr);
+        sessions.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            session::full(addr, &a.user, &a.pass, plan)
                 .await
                 .map_err(|f| {
                     format!(
@@ -334,8 +358,11 @@ async fn warm_up(target: &Target, accounts: &Arc<Vec<Account>>, plan: Plan) -> R
                         f.kind(),
                         f.detail()
                     )
-                })?;
-        }
+                })
+        });
+    }
+    while let Some(done) = sessions.join_next().await {
+        done.map_err(|e| format!("warm-up task failed: {e}"))??;
     }
     Ok(())
 }
@@ -360,7 +387,7 @@ fn print_load(target: &str, concurrency: usize, r: &LoadResult) {
         ),
     };
     println!(
-        "{target:<8} c={concurrency:<4} ok={:<6} errors={:<4} wall={:>6.2}s  {:>8.1} sessions/s  p50 {:>7} ms  p99 {:>8} ms  {mb_s:>6.1} MB/s  peak {peak}",
+        "{target:<12} c={concurrency:<4} ok={:<6} errors={:<4} wall={:>6.2}s  {:>8.1} sessions/s  p50 {:>7} ms  p99 {:>8} ms  {mb_s:>6.1} MB/s  peak {peak}",
         r.ok,
         r.errors.total(),
         r.wall.as_secs_f64(),
@@ -371,11 +398,17 @@ fn print_load(target: &str, concurrency: usize, r: &LoadResult) {
     for (kind, (n, example)) in &r.errors.0 {
         println!("    {n:>6} × {kind}   e.g. {example}");
     }
+    if let Some(n) = r.listen_overflows.filter(|&n| n > 0) {
+        println!(
+            "    kernel: {n} connections overflowed a listen queue during this phase (system-wide counter; \
+             those clients waited for SYN/ACK retransmits of 1 s or more)"
+        );
+    }
 }
 
 fn print_idle(target: &str, r: &IdleResult, how: &str) {
     println!(
-        "{target:<8} idle={:<5} errors={:<4} {how} before {} / with all idle sessions {} => {} KiB per idle session",
+        "{target:<12} idle={:<5} errors={:<4} {how} before {} / with all idle sessions {} => {} KiB per idle session",
         r.opened,
         r.errors.total(),
         kib(r.before_kib),
@@ -448,7 +481,7 @@ fn main() -> ExitCode {
     }
     println!(
         "load: {} mailboxes × {} messages ({} octets each mailbox), RETR {} per session; concurrency {:?}; \
-         per phase ≤ {} sessions and ≤ {:?}; idle sessions {}; Dovecot {:?} mode ({}); generator threads {}; \
+         per phase ≤ {} sessions and ≤ {:?}, {} round(s); idle sessions {}; Dovecot {:?} mode ({}); generator threads {}; \
          {} CPUs, load average {}",
         s.users,
         s.messages,
@@ -457,6 +490,7 @@ fn main() -> ExitCode {
         s.concurrency,
         s.max_sessions,
         s.duration,
+        s.rounds,
         s.idle,
         opts.dovecot,
         dovecot.addr(),
@@ -470,64 +504,94 @@ fn main() -> ExitCode {
     let room = s.most_sessions_at_once() * 2 + 16;
     let mut verdicts = Verdicts::default();
     let enforce_targets = !opts.smoke;
-    // Throughput of each target at each level, for the ratio.
-    let mut rates: Vec<(Mode, usize, f64)> = Vec::new();
-    let direct_target = || Target {
-        name: "direct".into(),
-        addr: dovecot.addr(),
-        memory: Memory::Group(dovecot.pid()),
-        _process: None,
-        _dirs: Vec::new(),
+    let start_target = |mode| match mode {
+        Mode::Direct => Target {
+            name: "direct".into(),
+            addr: dovecot.addr(),
+            memory: Memory::Group(dovecot.pid()),
+            _process: None,
+            _dirs: Vec::new(),
+            _upstream: None,
+        },
+        Mode::Proxy => spawn_proxy(dovecot.addr(), room),
+        Mode::Server => spawn_server(&accounts, &messages, room),
+        Mode::ProxyServer => {
+            let server = spawn_server(&accounts, &messages, room);
+            let mut proxy = spawn_proxy(server.addr, room);
+            proxy.name = "proxy>srv".into();
+            proxy._upstream = Some(Box::new(server));
+            proxy
+        }
     };
 
     for &c in &s.concurrency {
+        // One instance of each target per level, so a proxy's peak memory belongs to this level alone; the
+        // rounds alternate between targets so that a burst of load from elsewhere on the machine hits both.
+        let mut targets = Vec::new();
         for &mode in &opts.modes {
-            // A fresh proxy/server per level: its peak memory then belongs to this level alone.
-            let target = match mode {
-                Mode::Direct => direct_target(),
-                Mode::Proxy => spawn_proxy(dovecot.addr(), room),
-                Mode::Server => spawn_server(&accounts, &messages, room),
-            };
-            if let Err(e) = runtime.block_on(warm_up(&target, &accounts, s.plan)) {
-                println!("{:<8} c={c:<4} not measured: {e}", target.name);
-                verdicts.check(
-                    false,
-                    true,
-                    format!("{} answers a single session: {e}", target.name),
-                );
-                continue;
+            let target = start_target(mode);
+            match runtime.block_on(warm_up(&target, &accounts, s.plan)) {
+                Ok(()) => targets.push((mode, target, LoadResult::default())),
+                Err(e) => {
+                    println!("{:<12} c={c:<4} not measured: {e}", target.name);
+                    verdicts.check(
+                        false,
+                        true,
+                        format!("{} answers a single session: {e}", target.name),
+                    );
+                }
             }
-            let load = Load {
-                concurrency: c,
-                max_sessions: s.max_sessions,
-                duration: s.duration,
-                plan: s.plan,
-            };
-            let r = runtime.block_on(driver::run_load(
-                target.addr,
-                accounts.clone(),
-                load,
-                target.memory.pid(),
-            ));
-            print_load(&target.name, c, &r);
+        }
+        let load = Load {
+            concurrency: c,
+            max_sessions: s.max_sessions,
+            duration: s.duration,
+            plan: s.plan,
+        };
+        for round in 1..=s.rounds {
+            for (_, target, total) in &mut targets {
+                let r = runtime.block_on(driver::run_load(
+                    target.addr,
+                    accounts.clone(),
+                    load,
+                    target.memory.pid(),
+                ));
+                if s.rounds > 1 {
+                    print_load(&format!("{} #{round}", target.name), c, &r);
+                }
+                total.merge(r);
+            }
+        }
+        for (_, target, total) in &targets {
+            if s.rounds > 1 {
+                print_load(&format!("{} all", target.name), c, total);
+            } else {
+                print_load(&target.name, c, total);
+            }
             verdicts.check(
-                r.errors.total() == 0 && r.ok > 0,
+                total.errors.total() == 0 && total.ok > 0,
                 true,
                 format!(
                     "{} at {c} sessions: {} ok, {} errors",
                     target.name,
-                    r.ok,
-                    r.errors.total()
+                    total.ok,
+                    total.errors.total()
                 ),
             );
-            rates.push((mode, c, r.sessions_per_sec()));
         }
         let rate = |m| {
-            rates
+            targets
                 .iter()
-                .find(|(mode, level, _)| *mode == m && *level == c)
-                .map(|r| r.2)
+                .find(|(mode, _, _)| *mode == m)
+                .map(|(_, _, r)| r.sessions_per_sec())
         };
+        if let (Some(server), Some(proxied)) = (rate(Mode::Server), rate(Mode::ProxyServer)) {
+            println!(
+                "    proxy in front of the built-in server / the server alone at {c} sessions: {proxied:.1} / \
+                 {server:.1} sessions/s = {:.2}",
+                proxied / server.max(1e-9)
+            );
+        }
         if let (Some(direct), Some(proxy)) = (rate(Mode::Direct), rate(Mode::Proxy)) {
             let ratio = proxy / direct.max(1e-9);
             verdicts.check(
@@ -543,15 +607,16 @@ fn main() -> ExitCode {
 
     if s.idle > 0 {
         for &mode in &opts.modes {
-            let target = match mode {
-                Mode::Direct => direct_target(),
-                Mode::Proxy => spawn_proxy(dovecot.addr(), room),
-                Mode::Server => spawn_server(&accounts, &messages, room),
-            };
-            if runtime
-                .block_on(warm_up(&target, &accounts, s.plan))
-                .is_err()
-            {
+            let target = start_target(mode);
+            // One session only: it initialises whatever the target sets up lazily, but leaves (almost) no freed
+            // memory behind for the idle sessions to reuse, which would hide their cost.
+            if let Err(e) = runtime.block_on(warm_up(&target, &accounts[..1], s.plan)) {
+                println!("{:<12} idle not measured: {e}", target.name);
+                verdicts.check(
+                    false,
+                    true,
+                    format!("{} answers a single session: {e}", target.name),
+                );
                 continue;
             }
             let memory = target.memory;

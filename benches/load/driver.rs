@@ -79,9 +79,30 @@ pub struct LoadResult {
     /// VmHWM at the end of the phase, KiB: reset at its start when the kernel allows, else since process start.
     pub hwm_kib: Option<u64>,
     pub hwm_reset: bool,
+    /// Growth of the kernel's listen-queue overflow counter during the phase (system-wide).
+    pub listen_overflows: Option<u64>,
 }
 
 impl LoadResult {
+    /// Adds another phase on the same target: counts and times add up, peaks take the larger.
+    pub fn merge(&mut self, other: LoadResult) {
+        self.ok += other.ok;
+        for (kind, (n, example)) in other.errors.0 {
+            self.errors.0.entry(kind).or_insert((0, example)).0 += n;
+        }
+        self.wall += other.wall;
+        self.latencies.extend(other.latencies);
+        self.latencies.sort();
+        self.bytes += other.bytes;
+        self.sampled_peak_kib = self.sampled_peak_kib.max(other.sampled_peak_kib);
+        self.hwm_kib = self.hwm_kib.max(other.hwm_kib);
+        self.hwm_reset |= other.hwm_reset;
+        self.listen_overflows = match (self.listen_overflows, other.listen_overflows) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+    }
+
     pub fn sessions_per_sec(&self) -> f64 {
         self.ok as f64 / self.wall.as_secs_f64().max(1e-9)
     }
@@ -105,7 +126,7 @@ struct Shared {
     bytes: u64,
 }
 
-/// Runs `load.concurrency` workers against `addr`, each doing full sessions back to back (accounts taken in turn)
+/// Runs `load.concurrency` workers against `addr`, each doing full sessions back to back on its own account
 /// until `load.max_sessions` were started or `load.duration` passed. `pid` is the target process whose memory is
 /// watched, if it is local.
 pub async fn run_load(
@@ -133,10 +154,11 @@ pub async fn run_load(
         })
     });
 
+    let overflows_before = procmem::listen_overflows();
     let start = Instant::now();
     let deadline = start + load.duration;
     let mut workers = JoinSet::new();
-    for _ in 0..load.concurrency {
+    for worker in 0..load.concurrency {
         let (shared, started, in_flight, accounts) = (
             shared.clone(),
             started.clone(),
@@ -149,7 +171,10 @@ pub async fn run_load(
                 if i >= load.max_sessions || Instant::now() >= deadline {
                     break;
                 }
-                let account = &accounts[i % accounts.len()];
+                // One mailbox per worker, as when each user's client checks its own mail: RFC 1939 servers
+                // lock a maildrop for the length of a session, so two concurrent sessions on one mailbox would
+                // measure the lock, not the server.
+                let account = &accounts[worker % accounts.len()];
                 in_flight.fetch_add(1, Ordering::Relaxed);
                 let t0 = Instant::now();
                 let outcome = session::full(addr, &account.user, &account.pass, load.plan).await;
@@ -203,6 +228,9 @@ pub async fn run_load(
         sampled_peak_kib: (peak > 0).then_some(peak),
         hwm_kib: pid.and_then(procmem::peak_kib),
         hwm_reset,
+        listen_overflows: overflows_before
+            .zip(procmem::listen_overflows())
+            .map(|(before, after)| after.saturating_sub(before)),
     }
 }
 

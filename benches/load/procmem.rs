@@ -68,3 +68,17 @@ pub fn group_pss_kib(group: u32) -> Option<(u64, usize)> {
     }
     (procs > 0).then_some((total, procs))
 }
+
+/// The kernel's count of connections dropped because a listen queue was full (TcpExt ListenOverflows in
+/// /proc/net/netstat), for all sockets in this network namespace: a server whose accept backlog is too small
+/// for a connection burst shows up here, while its clients just see a delay (SYN/ACK retransmits, 1 s, 3 s...).
+pub fn listen_overflows() -> Option<u64> {
+    let text = fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "ListenOverflows")
+        .and_then(|(_, v)| v.parse().ok())
+}
