@@ -1,1 +1,0 @@
-//! The POP3 client library behind `popguard client`.

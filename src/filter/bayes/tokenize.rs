@@ -1,0 +1,1165 @@
+//! The mail tokenizer: turns message bytes into the set of features the classifiers count.
+//!
+//! Tokens carry a prefix saying where they came from (`subject:`, `from:addr:`, `rcvd:ip:`, `url:`, `html:`...)
+//! so the same word means different things in different places; body words are bare. MIME is decoded by
+//! mail-parser (quoted-printable, base64, charsets to UTF-8, RFC 2047 headers); HTML is reduced to its text plus
+//! tokens for its structure (tags, hidden text, tiny fonts, links); URLs are split into host suffixes and path
+//! pieces; long runs and binary parts become a few summary tokens instead of thousands of junk words. Each token is
+//! reduced to a stable 64-bit hash (the token store keeps only hashes); its text is kept only when explaining.
+//!
+//! All work is bounded: input bytes, MIME parts, nesting, decoded text and emitted tokens each have a named cap, so
+//! a 100 000-part message or an endless base64 body costs no more than an ordinary large one.
+
+use std::collections::HashMap;
+
+use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, PartType};
+
+/// Bytes of a message the tokenizer looks at. The filter already cuts messages to `filter.scan_limit`
+/// (256 KiB by default); this is the hard stop for any other caller.
+pub const MAX_INPUT_BYTES: usize = 1024 * 1024;
+/// MIME parts looked at per message (real mail has a handful; a bomb has thousands).
+pub const MAX_PARTS: usize = 64;
+/// Nested `message/rfc822` levels followed.
+pub const MAX_NESTING: usize = 3;
+/// Decoded text (all parts together) that is split into words.
+pub const MAX_TEXT_BYTES: usize = 256 * 1024;
+/// Characters of one header value that are tokenized.
+pub const MAX_HEADER_VALUE: usize = 1024;
+/// Header fields looked at (a message with thousands of fields is junk anyway).
+pub const MAX_HEADERS: usize = 200;
+/// `Received` fields mined for hosts and IPs: the hops nearest the recipient say the most.
+pub const MAX_RECEIVED: usize = 8;
+/// URLs split into pieces per message.
+pub const MAX_URLS: usize = 64;
+/// Path pieces taken from one URL.
+pub const MAX_URL_PIECES: usize = 8;
+/// Raw tokens emitted before de-duplication (a safety stop well above what any real message produces).
+pub const MAX_RAW_TOKENS: usize = 20_000;
+/// Default cap on distinct tokens per message (`bayes.max_tokens_per_message`).
+pub const DEFAULT_MAX_TOKENS: usize = 4_000;
+/// Body words shorter than this are noise ("a", "of").
+pub const MIN_WORD: usize = 3;
+/// Body words longer than this are summarised (`skip:x 20`): real words are shorter, junk is not.
+pub const MAX_WORD: usize = 12;
+/// Bytes searched for the end of an HTML tag before the `<` is taken as text.
+pub const MAX_TAG_LEN: usize = 4096;
+
+/// The distinct tokens of one message, as sorted hashes; their text too when asked for (explain).
+#[derive(Debug, Clone, Default)]
+pub struct TokenSet {
+    pub hashes: Vec<u64>,
+    pub names: HashMap<u64, String>,
+}
+
+impl TokenSet {
+    /// The token's text, or its hash when the names were not kept.
+    pub fn name(&self, hash: u64) -> String {
+        self.names
+            .get(&hash)
+            .cloned()
+            .unwrap_or_else(|| format!("#{hash:016x}"))
+    }
+}
+
+/// FNV-1a over the bytes (ASCII folded to lower case when asked) finished with a 64-bit mixer so the top bits
+/// (used by the store's index) are uniform. Stable forever: stored databases depend on it.
+fn hash_parts(prefix: &str, word: &str, fold: bool) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = OFFSET;
+    for &b in prefix.as_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+    }
+    for &b in word.as_bytes() {
+        let b = if fold { b.to_ascii_lowercase() } else { b };
+        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// The hash of a token given as text (`"subject:free"`), as the tokenizer would produce it.
+pub fn token_hash(token: &str) -> u64 {
+    hash_parts("", token, false)
+}
+
+struct Emitter {
+    hashes: Vec<u64>,
+    names: Option<HashMap<u64, String>>,
+    text_budget: usize,
+}
+
+impl Emitter {
+    fn full(&self) -> bool {
+        self.hashes.len() >= MAX_RAW_TOKENS
+    }
+
+    /// Emits `prefix` + `word` as written.
+    fn emit(&mut self, prefix: &str, word: &str) {
+        self.push(prefix, word, false);
+    }
+
+    /// Emits `prefix` + `word` in lower case.
+    fn emit_lower(&mut self, prefix: &str, word: &str) {
+        if word.is_ascii() {
+            self.push(prefix, word, true);
+        } else {
+            let lower = word.to_lowercase();
+            self.push(prefix, &lower, false);
+        }
+    }
+
+    fn push(&mut self, prefix: &str, word: &str, fold: bool) {
+        if self.full() {
+            return;
+        }
+        let h = hash_parts(prefix, word, fold);
+        self.hashes.push(h);
+        if let Some(names) = &mut self.names {
+            names.entry(h).or_insert_with(|| {
+                if fold {
+                    format!("{prefix}{}", word.to_ascii_lowercase())
+                } else {
+                    format!("{prefix}{word}")
+                }
+            });
+        }
+    }
+}
+
+/// Holds the configured MIME parser; build once and share (it is `Send + Sync`).
+pub struct Tokenizer {
+    parser: MessageParser,
+}
+
+impl Default for Tokenizer {
+    fn default() -> Self {
+        Tokenizer::new()
+    }
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tokenizer")
+    }
+}
+
+impl Tokenizer {
+    pub fn new() -> Tokenizer {
+        // MIME headers parsed structurally (the parser needs them), every other field as RFC 2047-decoded text
+        // that this module splits itself.
+        Tokenizer {
+            parser: MessageParser::new()
+                .with_mime_headers()
+                .default_header_text(),
+        }
+    }
+
+    /// The distinct tokens of `raw` (at most `max_tokens`), with their text when `keep_names`.
+    pub fn tokenize(&self, raw: &[u8], max_tokens: usize, keep_names: bool) -> TokenSet {
+        let mut raw = &raw[..raw.len().min(MAX_INPUT_BYTES)];
+        // An mbox "From " separator line is not a header; mail-parser would read it as junk.
+        if raw.starts_with(b"From ") {
+            let nl = raw
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(raw.len(), |p| p + 1);
+            raw = &raw[nl..];
+        }
+        let mut em = Emitter {
+            hashes: Vec::with_capacity(1024),
+            names: keep_names.then(HashMap::new),
+            text_budget: MAX_TEXT_BYTES,
+        };
+        match self.parser.parse(raw) {
+            Some(msg) => {
+                let mut parts_left = MAX_PARTS;
+                message_tokens(&msg, &mut em, 0, &mut parts_left);
+            }
+            None => {
+                // Not even a header block: treat the bytes as text so something is learnt.
+                em.emit("meta:", "unparsable");
+                let text = String::from_utf8_lossy(raw);
+                text_tokens(&text, &mut em);
+            }
+        }
+        let mut hashes = em.hashes;
+        hashes.sort_unstable();
+        hashes.dedup();
+        if hashes.len() > max_tokens.max(1) {
+            // Hash order is a fair random sample of the message's tokens.
+            hashes.truncate(max_tokens.max(1));
+        }
+        let names = match em.names {
+            Some(mut n) => {
+                n.retain(|h, _| hashes.binary_search(h).is_ok());
+                n
+            }
+            None => HashMap::new(),
+        };
+        TokenSet { hashes, names }
+    }
+}
+
+fn message_tokens(msg: &Message<'_>, em: &mut Emitter, depth: usize, parts_left: &mut usize) {
+    if depth == 0 {
+        header_tokens(msg, em);
+    } else if let Some(s) = msg.subject() {
+        subject_tokens(s, em);
+    }
+    for part in &msg.parts {
+        if *parts_left == 0 || em.full() {
+            em.emit("meta:", "parts-capped");
+            return;
+        }
+        *parts_left -= 1;
+        part_tokens(part, em, depth, parts_left);
+    }
+}
+
+fn part_tokens(part: &MessagePart<'_>, em: &mut Emitter, depth: usize, parts_left: &mut usize) {
+    let mut ctype = String::new();
+    for h in part.headers.iter().take(MAX_HEADERS) {
+        match &h.value {
+            HeaderValue::ContentType(ct) => {
+                let lname = h.name.as_str().to_ascii_lowercase();
+                if lname == "content-type" {
+                    ctype = match ct.subtype() {
+                        Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                        None => ct.ctype().to_string(),
+                    };
+                    em.emit_lower("ct:", &ctype);
+                    if let Some(cs) = ct.attribute("charset") {
+                        em.emit_lower("charset:", cs);
+                    }
+                    if let Some(name) = ct.attribute("name") {
+                        filename_tokens(name, em);
+                    }
+                } else {
+                    em.emit_lower("disposition:", ct.ctype());
+                    if let Some(name) = ct.attribute("filename") {
+                        filename_tokens(name, em);
+                    }
+                }
+            }
+            HeaderValue::Text(t)
+                if h.name
+                    .as_str()
+                    .eq_ignore_ascii_case("content-transfer-encoding") =>
+            {
+                em.emit_lower("cte:", t.trim());
+            }
+            _ => {}
+        }
+    }
+    match &part.body {
+        PartType::Text(t) => {
+            eight_bit_tokens(t, em);
+            text_tokens(t, em);
+        }
+        PartType::Html(h) => {
+            eight_bit_tokens(h, em);
+            html_tokens(h, em);
+        }
+        PartType::Binary(b) | PartType::InlineBinary(b) => {
+            em.emit_lower("binary:", if ctype.is_empty() { "unknown" } else { &ctype });
+            em.emit("binary:size:", size_bucket(b.len()));
+        }
+        PartType::Message(m) => {
+            em.emit("meta:", "attached-message");
+            if depth + 1 < MAX_NESTING {
+                message_tokens(m, em, depth + 1, parts_left);
+            }
+        }
+        PartType::Multipart(_) => {}
+    }
+}
+
+fn size_bucket(n: usize) -> &'static str {
+    match n {
+        0..=1023 => "<1k",
+        1024..=10_239 => "<10k",
+        10_240..=102_399 => "<100k",
+        _ => ">=100k",
+    }
+}
+
+fn filename_tokens(name: &str, em: &mut Emitter) {
+    let name = name.trim();
+    em.emit_lower("filename:", name);
+    if let Some((_, ext)) = name.rsplit_once('.')
+        && !ext.is_empty()
+        && ext.len() <= 8
+    {
+        em.emit_lower("fileext:", ext);
+    }
+}
+
+/// The share of non-ASCII characters in a text part, in tenths: CJK spam and accented ham differ here.
+fn eight_bit_tokens(text: &str, em: &mut Emitter) {
+    let sample = truncate_str(text, 4096);
+    let total = sample.chars().count();
+    if total < 32 {
+        return;
+    }
+    let high = sample.chars().filter(|c| !c.is_ascii()).count();
+    if high > 0 {
+        const DECILES: [&str; 11] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+        em.emit("8bit%:", DECILES[(high * 10 / total).min(10)]);
+    }
+}
+
+fn truncate_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Header fields that a mail client, a filter or this proxy adds after delivery: never evidence.
+fn ignored_header(lname: &str) -> bool {
+    lname.starts_with("x-spam-")
+        || lname.starts_with("x-bogosity")
+        || lname.starts_with("x-popguard")
+        || matches!(
+            lname,
+            "status"
+                | "x-status"
+                | "x-keywords"
+                | "x-uid"
+                | "x-mozilla-status"
+                | "x-mozilla-status2"
+        )
+}
+
+fn header_tokens(msg: &Message<'_>, em: &mut Emitter) {
+    let mut received = 0usize;
+    let mut recipients = 0usize;
+    for h in msg.headers().iter().take(MAX_HEADERS) {
+        let name = h.name.as_str();
+        let lname = name.to_ascii_lowercase();
+        if ignored_header(&lname) {
+            continue;
+        }
+        let value: &str = match &h.value {
+            HeaderValue::Text(t) => t,
+            HeaderValue::TextList(l) => l.first().map(|s| s.as_ref()).unwrap_or(""),
+            _ => continue,
+        };
+        let value = truncate_str(value, MAX_HEADER_VALUE);
+        match lname.as_str() {
+            "subject" => subject_tokens(value, em),
+            "from" | "reply-to" | "sender" | "return-path" | "errors-to" => {
+                address_tokens(&lname, value, em);
+            }
+            "to" | "cc" => {
+                recipients += value.matches('@').count();
+                address_tokens(&lname, value, em);
+            }
+            "received" => {
+                if received < MAX_RECEIVED {
+                    received_tokens(value, em);
+                }
+                received += 1;
+            }
+            "message-id" => {
+                let v = value.trim().trim_matches(|c| c == '<' || c == '>');
+                match v.rsplit_once('@') {
+                    Some((_, host)) => em.emit_lower("msgid:@", host),
+                    None => em.emit("msgid:", "no-at"),
+                }
+            }
+            "date" => {
+                if let Some(tz) = value
+                    .split_whitespace()
+                    .find(|w| (w.starts_with('+') || w.starts_with('-')) && w.len() == 5)
+                {
+                    em.emit("date:tz:", tz);
+                }
+            }
+            "x-mailer" | "user-agent" | "x-mimeole" | "organization" | "list-id" | "precedence"
+            | "x-priority" | "x-msmail-priority" | "importance" | "mime-version"
+            | "x-originating-ip" | "content-class" | "thread-index" => {
+                let prefix = format!("{lname}:");
+                for w in value
+                    .split(|c: char| c.is_whitespace() || c == ';' || c == ',')
+                    .take(8)
+                {
+                    let w = w.trim_matches(|c: char| {
+                        matches!(c, '(' | ')' | '"' | '<' | '>' | '[' | ']')
+                    });
+                    if !w.is_empty() && w.len() <= 40 {
+                        em.emit_lower(&prefix, w);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    em.emit("hdr:received-count:", count_bucket(received));
+    em.emit("hdr:recipients:", count_bucket(recipients));
+}
+
+fn count_bucket(n: usize) -> &'static str {
+    match n {
+        0 => "0",
+        1 => "1",
+        2 => "2",
+        3..=5 => "3-5",
+        6..=10 => "6-10",
+        _ => ">10",
+    }
+}
+
+fn subject_tokens(subject: &str, em: &mut Emitter) {
+    let mut letters = 0usize;
+    let mut upper = 0usize;
+    for w in subject.split_whitespace() {
+        if em.full() {
+            return;
+        }
+        letters += w.chars().filter(|c| c.is_alphabetic()).count();
+        upper += w.chars().filter(|c| c.is_uppercase()).count();
+        // Word characters and runs of punctuation separately: "FREE!!!" is "free" and "!!!".
+        let mut start = None;
+        let mut punct_start = None;
+        for (i, c) in w.char_indices() {
+            let wordish = c.is_alphanumeric() || matches!(c, '$' | '%' | '\'' | '.' | '-');
+            if wordish {
+                if let Some(p) = punct_start.take() {
+                    subject_punct(&w[p..i], em);
+                }
+                start.get_or_insert(i);
+            } else {
+                if let Some(s) = start.take() {
+                    subject_word(&w[s..i], em);
+                }
+                punct_start.get_or_insert(i);
+            }
+        }
+        if let Some(s) = start {
+            subject_word(&w[s..], em);
+        }
+        if let Some(p) = punct_start {
+            subject_punct(&w[p..], em);
+        }
+    }
+    if letters >= 6 && upper * 10 >= letters * 7 {
+        em.emit("subject:", "ALL-CAPS");
+    }
+}
+
+/// Runs of `!`, `?` and `*` are shouting; other punctuation in subjects (brackets, quotes, encoding debris) is not
+/// worth a token.
+fn subject_punct(run: &str, em: &mut Emitter) {
+    if run.len() <= 8 && run.chars().all(|c| matches!(c, '!' | '?' | '*')) {
+        em.emit("subject:", run);
+    }
+}
+
+fn subject_word(w: &str, em: &mut Emitter) {
+    let w = w.trim_matches(|c| c == '.' || c == '-' || c == '\'');
+    if w.is_empty() {
+        return;
+    }
+    if w.len() > 20 {
+        em.emit("subject:skip:", size_word(w.len()));
+    } else {
+        em.emit_lower("subject:", w);
+    }
+}
+
+fn size_word(n: usize) -> &'static str {
+    const BUCKETS: [&str; 10] = ["0", "10", "20", "30", "40", "50", "60", "70", "80", "90+"];
+    BUCKETS[(n / 10).min(9)]
+}
+
+/// Addresses and display-name words of an address field.
+fn address_tokens(lname: &str, value: &str, em: &mut Emitter) {
+    let mut any_address = false;
+    for raw in value
+        .split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '<' | '>' | '"' | '(' | ')'))
+    {
+        if raw.is_empty() {
+            continue;
+        }
+        if let Some((local, domain)) = raw.rsplit_once('@') {
+            let domain = domain.trim_end_matches('.');
+            if domain.is_empty() {
+                continue;
+            }
+            any_address = true;
+            em.emit_lower(&format!("{lname}:addr:"), raw);
+            domain_tokens(&format!("{lname}:domain:"), domain, em);
+            if local.chars().any(|c| c.is_ascii_digit()) {
+                em.emit(&format!("{lname}:"), "local-has-digits");
+            }
+        } else if lname == "from" && raw.len() >= 2 && raw.len() <= 20 {
+            em.emit_lower("from:name:", raw);
+        }
+    }
+    if !any_address {
+        em.emit(&format!("{lname}:"), "no-address");
+    }
+}
+
+/// A host name and each of its parent domains with at least two labels.
+fn domain_tokens(prefix: &str, host: &str, em: &mut Emitter) {
+    let host = host.trim_matches('.');
+    if host.is_empty() || host.len() > 253 {
+        return;
+    }
+    let mut rest = host;
+    for _ in 0..6 {
+        em.emit_lower(prefix, rest);
+        match rest.split_once('.') {
+            Some((_, parent)) if parent.contains('.') => rest = parent,
+            _ => break,
+        }
+    }
+}
+
+/// Host names and IP prefixes from one `Received` field.
+fn received_tokens(value: &str, em: &mut Emitter) {
+    for w in value.split(|c: char| {
+        c.is_whitespace() || matches!(c, '(' | ')' | '[' | ']' | ';' | '<' | '>' | '=')
+    }) {
+        let w = w.trim_matches(|c| c == '.' || c == ',');
+        if w.len() < 4 || !w.contains('.') {
+            continue;
+        }
+        if let Some(ip) = ipv4(w) {
+            let [a, b, c, _] = ip;
+            em.emit("rcvd:ip:", &format!("{a}"));
+            em.emit("rcvd:ip:", &format!("{a}.{b}"));
+            em.emit("rcvd:ip:", &format!("{a}.{b}.{c}"));
+            em.emit("rcvd:ip:", w);
+        } else if w.contains('@') {
+            continue;
+        } else if w
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+            && w.bytes().any(|b| b.is_ascii_alphabetic())
+        {
+            domain_tokens("rcvd:", w, em);
+        }
+    }
+}
+
+fn ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut n = 0;
+    for piece in s.split('.') {
+        if n == 4
+            || piece.is_empty()
+            || piece.len() > 3
+            || !piece.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        out[n] = piece.parse().ok()?;
+        n += 1;
+    }
+    (n == 4).then_some(out)
+}
+
+/// Body text: URLs and e-mail addresses split into pieces, words lower-cased, long runs summarised.
+fn text_tokens(text: &str, em: &mut Emitter) {
+    let text = truncate_str(text, em.text_budget);
+    em.text_budget -= text.len();
+    let mut urls = 0usize;
+    for chunk in text.split_whitespace() {
+        if em.full() {
+            return;
+        }
+        if let Some(at) = find_url(chunk) {
+            if at > 0 {
+                word_tokens(&chunk[..at], em);
+            }
+            if urls < MAX_URLS {
+                url_tokens(&chunk[at..], em);
+                urls += 1;
+            }
+            continue;
+        }
+        word_tokens(chunk, em);
+    }
+}
+
+/// Byte offset of a URL start (`http://`, `https://`, `ftp://`, `www.`) in a whitespace-free chunk.
+fn find_url(chunk: &str) -> Option<usize> {
+    if chunk.len() < 7 {
+        return None;
+    }
+    let b = chunk.as_bytes();
+    for i in 0..b.len().saturating_sub(3) {
+        let rest = &b[i..];
+        let starts = |p: &[u8]| rest.len() >= p.len() && rest[..p.len()].eq_ignore_ascii_case(p);
+        if (rest[0] == b'h' || rest[0] == b'H') && (starts(b"http://") || starts(b"https://")) {
+            return Some(i);
+        }
+        if (rest[0] == b'w' || rest[0] == b'W')
+            && starts(b"www.")
+            && (i == 0 || !b[i - 1].is_ascii_alphanumeric())
+        {
+            return Some(i);
+        }
+        if (rest[0] == b'f' || rest[0] == b'F') && starts(b"ftp://") {
+            return Some(i);
+        }
+    }
+    None
+}
+
+fn word_tokens(chunk: &str, em: &mut Emitter) {
+    let w = chunk.trim_matches(|c: char| {
+        matches!(
+            c,
+            '.' | ','
+                | ';'
+                | ':'
+                | '!'
+                | '?'
+                | '('
+                | ')'
+                | '"'
+                | '\''
+                | '['
+                | ']'
+                | '<'
+                | '>'
+                | '{'
+                | '}'
+                | '*'
+                | '`'
+        )
+    });
+    if w.is_empty() {
+        return;
+    }
+    if let Some((local, domain)) = w.rsplit_once('@')
+        && domain.contains('.')
+        && !local.is_empty()
+    {
+        domain_tokens("email:", domain, em);
+        if local.len() <= 20 {
+            em.emit_lower("email:name:", local);
+        }
+        return;
+    }
+    let n = w.chars().count();
+    if n < MIN_WORD {
+        return;
+    }
+    if n <= MAX_WORD {
+        em.emit_lower("", w);
+        return;
+    }
+    // Long runs: words glued by punctuation are split once; genuine junk (base64, hex, tracking ids) is summarised
+    // by its first character and length.
+    let pieces: Vec<&str> = w
+        .split(|c: char| !c.is_alphanumeric() && c != '\'' && c != '$')
+        .filter(|p| !p.is_empty())
+        .collect();
+    if pieces.len() > 1 && pieces.len() <= 8 && pieces.iter().all(|p| p.chars().count() <= MAX_WORD)
+    {
+        for p in pieces {
+            if p.chars().count() >= MIN_WORD {
+                em.emit_lower("", p);
+            }
+        }
+        return;
+    }
+    let first = w
+        .chars()
+        .next()
+        .map(|c| c.to_lowercase().next().unwrap_or(c))
+        .unwrap_or('?');
+    let mut buf = [0u8; 4];
+    em.emit(
+        &format!("skip:{} ", first.encode_utf8(&mut buf)),
+        size_word(n),
+    );
+}
+
+/// Host suffixes, path pieces and the shape of one URL.
+fn url_tokens(url: &str, em: &mut Emitter) {
+    let url = url.trim_end_matches(['.', ',', ';', ')', '"', '\'', '>', ']']);
+    let url = truncate_str(url, 512);
+    let (proto, rest) = match url.find("://") {
+        Some(p) => (&url[..p], &url[p + 3..]),
+        None => ("www", url),
+    };
+    em.emit_lower("proto:", proto);
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| {
+        em.emit("url:", "userinfo");
+        h
+    });
+    let host = match host_port.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            em.emit("url:", "port");
+            h
+        }
+        _ => host_port,
+    };
+    if ipv4(host).is_some() {
+        em.emit("url:", "ip");
+    } else if host.contains('%') {
+        em.emit("url:", "encoded-host");
+    } else {
+        domain_tokens("url:", host, em);
+    }
+    if path.contains('%') {
+        em.emit("url:", "%-encoded");
+    }
+    for piece in path
+        .split(['/', '?', '&', '=', '.', '-', '_', '#', '+', '~'])
+        .filter(|p| p.len() >= 2)
+        .take(MAX_URL_PIECES)
+    {
+        if piece.len() <= 20 {
+            em.emit_lower("url:", piece);
+        } else {
+            em.emit("url:long:", size_word(piece.len()));
+        }
+    }
+}
+
+/// HTML: structure tokens, then the visible text through `text_tokens`.
+fn html_tokens(html: &str, em: &mut Emitter) {
+    let html = truncate_str(html, em.text_budget.max(4096));
+    let mut text = String::with_capacity(html.len() / 2);
+    let b = html.as_bytes();
+    let mut i = 0;
+    let mut links = 0usize;
+    let mut images = 0usize;
+    let mut comments = 0usize;
+    while i < b.len() {
+        if b[i] == b'<' {
+            let window = &b[i..b.len().min(i + MAX_TAG_LEN)];
+            if window.starts_with(b"<!--") {
+                comments += 1;
+                match find_bytes(&b[i + 4..], b"-->") {
+                    Some(e) => i += 4 + e + 3,
+                    None => break,
+                }
+                continue;
+            }
+            let Some(close) = window.iter().position(|&c| c == b'>') else {
+                text.push('<');
+                i += 1;
+                continue;
+            };
+            let tag = &html[i + 1..i + close];
+            i += close + 1;
+            let closing = tag.starts_with('/');
+            let tag_body = tag.trim_start_matches('/');
+            let name_end = tag_body
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(tag_body.len());
+            let name = tag_body[..name_end].to_ascii_lowercase();
+            if name.is_empty() {
+                continue;
+            }
+            if !closing {
+                em.emit("html:", &name);
+                let attrs = &tag_body[name_end..];
+                match name.as_str() {
+                    "a" => links += 1,
+                    "img" => images += 1,
+                    _ => {}
+                }
+                attr_tokens(&name, attrs, em);
+                if name == "script" || name == "style" {
+                    // Their contents are not text anybody reads.
+                    let end_tag = if name == "script" {
+                        "</script"
+                    } else {
+                        "</style"
+                    };
+                    match find_ci(&html[i..], end_tag) {
+                        Some(e) => i += e,
+                        None => break,
+                    }
+                }
+            }
+            if matches!(
+                name.as_str(),
+                "br" | "p"
+                    | "div"
+                    | "tr"
+                    | "td"
+                    | "th"
+                    | "li"
+                    | "table"
+                    | "h1"
+                    | "h2"
+                    | "h3"
+                    | "title"
+                    | "hr"
+            ) {
+                text.push(' ');
+            }
+        } else if b[i] == b'&' {
+            let (decoded, used) = entity(&html[i..]);
+            text.push_str(decoded.as_deref().unwrap_or("&"));
+            i += used;
+        } else {
+            let next = b[i..]
+                .iter()
+                .position(|&c| c == b'<' || c == b'&')
+                .map_or(b.len(), |p| i + p);
+            text.push_str(&html[i..next]);
+            i = next;
+        }
+    }
+    em.emit("html:links:", count_bucket(links));
+    em.emit("html:images:", count_bucket(images));
+    if comments > 0 {
+        em.emit("html:comments:", count_bucket(comments));
+    }
+    let visible = text.split_whitespace().map(str::len).sum::<usize>();
+    if !html.is_empty() {
+        const DECILES: [&str; 11] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+        em.emit("html:text%:", DECILES[(visible * 10 / html.len()).min(10)]);
+    }
+    text_tokens(&text, em);
+}
+
+fn find_bytes(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn find_ci(hay: &str, needle: &str) -> Option<usize> {
+    let n = needle.as_bytes();
+    hay.as_bytes()
+        .windows(n.len())
+        .position(|w| w.eq_ignore_ascii_case(n))
+}
+
+/// Attribute signals: link and image targets, hidden or tiny text, invisible colours.
+fn attr_tokens(tag: &str, attrs: &str, em: &mut Emitter) {
+    if attrs.trim().is_empty() {
+        return;
+    }
+    let lower = attrs.to_ascii_lowercase();
+    for (key, value) in attributes(&lower) {
+        match key {
+            "href" | "src" | "action" | "background" => {
+                if value.starts_with("http")
+                    || value.starts_with("www.")
+                    || value.starts_with("ftp")
+                {
+                    url_tokens(value, em);
+                } else if value.starts_with("mailto:") {
+                    em.emit("html:", "mailto");
+                } else if value.starts_with("cid:") {
+                    em.emit("html:", "cid-image");
+                }
+            }
+            "style" => {
+                let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+                if compact.contains("display:none") {
+                    em.emit("html:", "display-none");
+                }
+                if compact.contains("visibility:hidden") {
+                    em.emit("html:", "visibility-hidden");
+                }
+                if let Some(p) = compact.find("font-size:") {
+                    let v = &compact[p + 10..];
+                    if v.starts_with("0") || v.starts_with("1px") || v.starts_with("2px") {
+                        em.emit("html:", "tiny-font");
+                    }
+                }
+                if compact.contains("color:#fff") || compact.contains("color:white") {
+                    em.emit("html:", "white-text");
+                }
+            }
+            "size" if tag == "font" => em.emit("html:font-size:", value.trim_start_matches('+')),
+            "color" if tag == "font" => {
+                if matches!(value, "#ffffff" | "#fff" | "white") {
+                    em.emit("html:", "white-text");
+                } else {
+                    em.emit("html:font-color", "");
+                }
+            }
+            "width" | "height" if tag == "img" && (value == "1" || value == "0") => {
+                em.emit("html:", "web-bug");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `key=value` pairs of a lower-cased attribute string (quotes removed); bounded by the tag length.
+fn attributes(s: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() && out.len() < 32 {
+        while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b'/') {
+            i += 1;
+        }
+        let ks = i;
+        while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'=' {
+            i += 1;
+        }
+        let key = &s[ks..i];
+        while i < b.len() && b[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i < b.len() && b[i] == b'=' {
+            i += 1;
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            let (vs, ve);
+            if i < b.len() && (b[i] == b'"' || b[i] == b'\'') {
+                let q = b[i];
+                vs = i + 1;
+                let e = b[vs..]
+                    .iter()
+                    .position(|&c| c == q)
+                    .map_or(b.len(), |p| vs + p);
+                ve = e;
+                i = (e + 1).min(b.len());
+            } else {
+                vs = i;
+                while i < b.len() && !b[i].is_ascii_whitespace() {
+                    i += 1;
+                }
+                ve = i;
+            }
+            if !key.is_empty() {
+                out.push((key, &s[vs..ve]));
+            }
+        } else if key.is_empty() {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Decodes one HTML character reference at the start of `s`; returns the text and the bytes used.
+fn entity(s: &str) -> (Option<String>, usize) {
+    let b = s.as_bytes();
+    let Some(end) = b.iter().take(12).position(|&c| c == b';') else {
+        return (None, 1);
+    };
+    let name = &s[1..end];
+    let decoded = match name {
+        "nbsp" => Some(" ".to_string()),
+        "amp" => Some("&".to_string()),
+        "lt" => Some("<".to_string()),
+        "gt" => Some(">".to_string()),
+        "quot" => Some("\"".to_string()),
+        "apos" => Some("'".to_string()),
+        _ => {
+            let num = if let Some(hex) = name.strip_prefix("#x").or_else(|| name.strip_prefix("#X"))
+            {
+                u32::from_str_radix(hex, 16).ok()
+            } else {
+                name.strip_prefix('#').and_then(|d| d.parse().ok())
+            };
+            num.and_then(char::from_u32).map(|c| c.to_string())
+        }
+    };
+    match decoded {
+        Some(d) => (Some(d), end + 1),
+        // Unknown names (&eacute; ...) read as a word break.
+        None if name.bytes().all(|c| c.is_ascii_alphanumeric()) => (Some(" ".into()), end + 1),
+        None => (None, 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(raw: &str) -> Vec<String> {
+        let t = Tokenizer::new().tokenize(raw.as_bytes(), DEFAULT_MAX_TOKENS, true);
+        let mut v: Vec<String> = t.names.into_values().collect();
+        v.sort();
+        v
+    }
+
+    fn has(tokens: &[String], t: &str) -> bool {
+        tokens.iter().any(|x| x == t)
+    }
+
+    #[test]
+    fn hashes_match_names() {
+        let t = Tokenizer::new().tokenize(b"Subject: Hello World\n\nsome body words\n", 100, true);
+        for h in &t.hashes {
+            assert_eq!(token_hash(&t.name(*h)), *h, "{}", t.name(*h));
+        }
+        assert!(
+            t.hashes.windows(2).all(|w| w[0] < w[1]),
+            "sorted and unique"
+        );
+    }
+
+    #[test]
+    fn header_tokens_carry_their_field() {
+        let t = names(
+            "From: \"Cheap Meds\" <deals123@pharma.example.biz>\nTo: a@x.org, b@y.org\n\
+             Subject: FREE MONEY now!!!\nReceived: from mx.spam.example.com ([192.0.2.7]) by mail.example.net\n\
+             X-Mailer: Microsoft Outlook Express 6.00\nX-Spam-Status: Yes, score=99\n\nbody\n",
+        );
+        for want in [
+            "from:addr:deals123@pharma.example.biz",
+            "from:domain:example.biz",
+            "from:name:cheap",
+            "from:local-has-digits",
+            "subject:free",
+            "subject:ALL-CAPS",
+            "subject:money",
+            "subject:!!!",
+            "rcvd:ip:192.0.2",
+            "rcvd:mx.spam.example.com",
+            "rcvd:example.com",
+            "x-mailer:outlook",
+            "hdr:recipients:2",
+        ] {
+            assert!(has(&t, want), "missing {want} in {t:?}");
+        }
+        assert!(
+            !t.iter().any(|x| x.contains("x-spam")),
+            "our own tags are not evidence"
+        );
+    }
+
+    #[test]
+    fn rfc2047_subjects_are_decoded() {
+        let t = names("Subject: =?UTF-8?B?R3LDvMOfZSBhdXMgV2llbg==?=\n\nx\n");
+        assert!(has(&t, "subject:grüße"), "{t:?}");
+        assert!(has(&t, "subject:wien"), "{t:?}");
+    }
+
+    #[test]
+    fn base64_and_quoted_printable_bodies_are_decoded() {
+        let t = names(
+            "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64\n\n\
+             VmlhZ3JhIGRpc2NvdW50IHBoYXJtYWN5\n",
+        );
+        assert!(has(&t, "viagra") && has(&t, "pharmacy"), "{t:?}");
+        assert!(has(&t, "cte:base64"));
+        let t = names(
+            "Content-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: quoted-printable\n\n\
+             Caf=E9 cr=E8me soft=\nware\n",
+        );
+        assert!(
+            has(&t, "café") && has(&t, "crème") && has(&t, "software"),
+            "{t:?}"
+        );
+    }
+
+    #[test]
+    fn html_gives_text_and_structure() {
+        let t = names(
+            "Content-Type: text/html\n\n<html><body><p>Click <a href=\"http://www.cheap-pills.example.com/buy/now.html?id=42\">\
+             here</a> tod&#97;y</p><div style=\"display: none\">hidden words</div>\
+             <font size=1 color=#ffffff>invisible</font><img src=\"http://t.example.org/b.gif\" width=1 height=1>\
+             <!-- comment --><script>var notext = 1;</script></body></html>\n",
+        );
+        for want in [
+            "click",
+            "here",
+            "today",
+            "hidden",
+            "html:a",
+            "html:display-none",
+            "html:white-text",
+            "html:font-size:1",
+            "html:web-bug",
+            "html:comments:1",
+            "url:www.cheap-pills.example.com",
+            "url:example.com",
+            "url:buy",
+            "proto:http",
+        ] {
+            assert!(has(&t, want), "missing {want} in {t:?}");
+        }
+        assert!(
+            !has(&t, "notext") && !has(&t, "var"),
+            "script is not text: {t:?}"
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_and_binary_do_not_break_anything() {
+        let mut raw = b"Subject: caf\xe9 \xff\xfe\n\n".to_vec();
+        raw.extend((0..2000u32).map(|i| (i * 7 % 256) as u8));
+        let t = Tokenizer::new().tokenize(&raw, DEFAULT_MAX_TOKENS, true);
+        assert!(!t.hashes.is_empty());
+        assert!(
+            t.hashes.len() < 1000,
+            "binary garbage is summarised, not tokenised: {}",
+            t.hashes.len()
+        );
+    }
+
+    #[test]
+    fn long_runs_are_summarised() {
+        let t = names(&format!("Subject: x\n\nstart {} end\n", "Q".repeat(300)));
+        assert!(has(&t, "skip:q 90+"), "{t:?}");
+        assert!(has(&t, "start") && has(&t, "end"));
+    }
+
+    #[test]
+    fn a_hundred_thousand_parts_cost_a_bounded_amount() {
+        let mut raw = String::from("Content-Type: multipart/mixed; boundary=b\n\n");
+        for i in 0..100_000 {
+            raw.push_str(&format!("--b\nContent-Type: text/plain\n\nword{i}\n"));
+        }
+        raw.push_str("--b--\n");
+        let t = Tokenizer::new().tokenize(raw.as_bytes(), DEFAULT_MAX_TOKENS, false);
+        assert!(t.hashes.len() <= MAX_PARTS * 8, "{}", t.hashes.len());
+    }
+
+    #[test]
+    fn endless_base64_is_bounded() {
+        let mut raw = String::from(
+            "Content-Type: application/octet-stream\nContent-Transfer-Encoding: base64\n\n",
+        );
+        let line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\n";
+        while raw.len() < 8 * MAX_INPUT_BYTES {
+            raw.push_str(line);
+        }
+        let t = Tokenizer::new().tokenize(raw.as_bytes(), DEFAULT_MAX_TOKENS, true);
+        assert!(t.hashes.len() < 20, "{:?}", t.names);
+        let mut text = String::from("Content-Type: text/plain\n\n");
+        for i in 0..(MAX_RAW_TOKENS * 2) {
+            text.push_str(&format!("w{i:07} "));
+        }
+        let t = Tokenizer::new().tokenize(text.as_bytes(), usize::MAX, false);
+        assert!(t.hashes.len() <= MAX_RAW_TOKENS);
+        let t = Tokenizer::new().tokenize(text.as_bytes(), 100, false);
+        assert_eq!(t.hashes.len(), 100);
+    }
+
+    #[test]
+    fn empty_and_headerless_input() {
+        let t = Tokenizer::new().tokenize(b"", 10, false);
+        assert!(t.hashes.len() <= 10);
+        let t = Tokenizer::new().tokenize(b"just some words without headers", 100, true);
+        assert!(!t.hashes.is_empty());
+    }
+
+    #[test]
+    fn mbox_from_line_is_skipped() {
+        let t = names(
+            "From someone@example.com Thu Jan  1 00:00:00 2002\nSubject: hi there\n\nbody text\n",
+        );
+        assert!(has(&t, "subject:there"), "{t:?}");
+    }
+}
