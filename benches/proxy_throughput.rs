@@ -1,0 +1,275 @@
+//! Proxy throughput and memory against the real peer: 1000 corpus messages downloaded directly from Dovecot and
+//! through `popguard proxy` (the binary, action tag, real filter without DNS), on the first scan (empty verdict
+//! cache) and with cached verdicts, by a raw streaming POP3 client (the proxy's own cost) and by mpop (a real
+//! client); then the proxy's peak RSS while relaying one 50 MB message.
+//!
+//! Run: `cargo bench --profile dev --bench proxy_throughput -- [CORPUS_DIR] [raw]` (default `/tmp/corpus`, the
+//! extracted SpamAssassin dev corpus with `ham/` and `spam/`; `raw` skips the mpop runs). Needs Dovecot and mpop (`.ci/install-peers`).
+//! Targets (issue 3): cached >= 0.9x direct throughput, first scan >= 0.5x, peak RSS for 50 MB < 32 MB.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{ChildGuard, Client, Dovecot, DovecotOptions, Opts, free_port, spawn, wait_for_port};
+use popguard::pop3::Pop3Stream;
+use tokio::net::TcpStream;
+
+const MESSAGES: usize = 1000;
+/// Spam share of the maildrop (the rest is ham), interleaved.
+const SPAM_EVERY: usize = 3;
+/// Repetitions per measurement; the median is reported.
+const REPS: usize = 3;
+const USER: &str = "alice";
+const PASS: &str = "alicepw";
+const BIG_USER: &str = "big";
+const BIG_SIZE: usize = 50 << 20;
+
+fn corpus_messages(dir: &Path) -> Vec<Vec<u8>> {
+    let read = |sub: &str| -> Vec<Vec<u8>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{}: {e} (pass the extracted corpus directory)",
+                    dir.join(sub).display()
+                )
+            })
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        files.sort();
+        files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+    };
+    let (ham, spam) = (read("ham"), read("spam"));
+    let (mut h, mut s) = (ham.into_iter(), spam.into_iter());
+    let mut out = Vec::with_capacity(MESSAGES);
+    for i in 0..MESSAGES {
+        let next = if i % SPAM_EVERY == 0 {
+            s.next().or_else(|| h.next())
+        } else {
+            h.next().or_else(|| s.next())
+        };
+        match next {
+            Some(m) => out.push(m),
+            None => break,
+        }
+    }
+    out
+}
+
+/// A 50 MB message: short header, then base64-looking 76-character lines.
+fn big_message() -> Vec<u8> {
+    let mut m =
+        b"From: big@example.org\r\nTo: big@example.net\r\nSubject: a large attachment\r\n\r\n"
+            .to_vec();
+    let line = b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n";
+    while m.len() < BIG_SIZE {
+        m.extend_from_slice(line);
+    }
+    m
+}
+
+/// A proxy process in front of Dovecot's plain port, with a fresh data directory.
+fn start_proxy(upstream: SocketAddr, work: &Path) -> (ChildGuard, SocketAddr) {
+    let data = tempfile::tempdir_in(work).unwrap().keep();
+    let cfg = data.join("popguard.toml");
+    std::fs::write(&cfg, "[dnsbl]\nenabled = false\n").unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = spawn([
+        "proxy".to_string(),
+        "--config".into(),
+        cfg.display().to_string(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--listen".into(),
+        addr.to_string(),
+        "--upstream".into(),
+        upstream.to_string(),
+        "--upstream-tls".into(),
+        "none".into(),
+        "--action".into(),
+        "tag".into(),
+    ]);
+    assert!(
+        wait_for_port(addr, Duration::from_secs(20)),
+        "proxy did not start"
+    );
+    (child, addr)
+}
+
+/// Downloads every message with a plain POP3 session (LIST, then RETR one by one, discarding the bytes as they
+/// stream); returns (messages, bytes). Checks each LIST size against what RETR delivers.
+async fn raw_download(addr: SocketAddr, user: &str) -> (usize, u64) {
+    let mut s = Pop3Stream::new(TcpStream::connect(addr).await.unwrap());
+    assert!(s.read_response().await.unwrap().is_ok());
+    for line in [
+        format!("USER {user}"),
+        format!("PASS {PASS}"),
+        "LIST".to_string(),
+    ] {
+        s.write_raw(format!("{line}\r\n").as_bytes()).await.unwrap();
+        let r = s.read_response().await.unwrap();
+        assert!(r.is_ok(), "{line}: {r}");
+    }
+    let list = s.read_multiline(16 << 20).await.unwrap();
+    let sizes: Vec<u64> = String::from_utf8_lossy(&list)
+        .lines()
+        .filter_map(|l| l.split_once(' ').and_then(|(_, s)| s.parse().ok()))
+        .collect();
+    let mut total = 0;
+    let mut buf = Vec::with_capacity(1 << 16);
+    for (i, size) in sizes.iter().enumerate() {
+        s.write_raw(format!("RETR {}\r\n", i + 1).as_bytes())
+            .await
+            .unwrap();
+        assert!(s.read_response().await.unwrap().is_ok());
+        let mut got = 0u64;
+        loop {
+            buf.clear();
+            let done = s.read_multiline_chunk(&mut buf).await.unwrap();
+            got += buf.len() as u64;
+            if done {
+                break;
+            }
+        }
+        assert_eq!(
+            got,
+            *size,
+            "message {}: LIST said {size}, RETR gave {got}",
+            i + 1
+        );
+        total += got;
+    }
+    s.write_raw(b"QUIT\r\n").await.unwrap();
+    let _ = s.read_response().await;
+    (sizes.len(), total)
+}
+
+async fn mpop_download(addr: SocketAddr) -> usize {
+    let opts = Opts {
+        keep: true,
+        timeout: Some(Duration::from_secs(600)),
+        ..Opts::default()
+    };
+    Client::Mpop
+        .fetch(addr, USER, PASS, &opts)
+        .await
+        .unwrap_or_else(|e| panic!("mpop: {e}"))
+        .len()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+async fn timed<F: std::future::Future<Output = R>, R>(f: F) -> (Duration, R) {
+    let t = Instant::now();
+    let r = f.await;
+    (t.elapsed(), r)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    // `raw` skips the (slow, MDA-bound) mpop runs.
+    let raw_only = args.iter().any(|a| a == "raw");
+    let corpus = args
+        .iter()
+        .find(|a| *a != "raw")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/corpus"));
+    if !common::require_peer("dovecot") || !common::require_peer("mpop") {
+        return;
+    }
+    let msgs = corpus_messages(&corpus);
+    let work = tempfile::tempdir().unwrap();
+    let dv = Dovecot::start_with(
+        &[(USER, PASS), (BIG_USER, PASS)],
+        &DovecotOptions {
+            stls: false,
+            high_performance: true,
+        },
+    );
+    dv.deliver(USER, &msgs);
+    dv.deliver(BIG_USER, &[big_message()]);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bytes: usize = msgs.iter().map(Vec::len).sum();
+        println!("proxy_throughput: {} messages, {:.1} MB, Dovecot at {}", msgs.len(), bytes as f64 / 1e6, dv.addr());
+
+        let clients: &[(bool, &str)] =
+            if raw_only { &[(false, "raw streaming client")] } else { &[(false, "raw streaming client"), (true, "mpop")] };
+        for &(client, label) in clients {
+            let run = |addr: SocketAddr| async move {
+                if client {
+                    mpop_download(addr).await
+                } else {
+                    raw_download(addr, USER).await.0
+                }
+            };
+            // Warm-up: Dovecot's index and the page cache.
+            run(dv.addr()).await;
+            let mut direct = Vec::new();
+            let mut first = Vec::new();
+            let mut cached = Vec::new();
+            for _ in 0..REPS {
+                let (t, n) = timed(run(dv.addr())).await;
+                assert_eq!(n, msgs.len());
+                direct.push(t);
+                let (_proxy, addr) = start_proxy(dv.addr(), work.path());
+                let (t, n) = timed(run(addr)).await;
+                assert_eq!(n, msgs.len());
+                first.push(t);
+                let (t, n) = timed(run(addr)).await;
+                assert_eq!(n, msgs.len());
+                cached.push(t);
+            }
+            let (d, f, c) = (median(direct), median(first), median(cached));
+            let ratio = |t: Duration| d.as_secs_f64() / t.as_secs_f64();
+            println!(
+                "{label}: direct {:.3}s, proxy first scan {:.3}s ({:.2}x direct throughput, target >= 0.5), \
+                 proxy cached {:.3}s ({:.2}x, target >= 0.9)",
+                d.as_secs_f64(),
+                f.as_secs_f64(),
+                ratio(f),
+                c.as_secs_f64(),
+                ratio(c)
+            );
+        }
+
+        // Peak memory while relaying one 50 MB message (first scan included: TOP reads up to the scan limit).
+        let (proxy, addr) = start_proxy(dv.addr(), work.path());
+        let before = peak_rss_kib(proxy.id()).unwrap_or(0);
+        let (t, (n, got)) = timed(raw_download(addr, BIG_USER)).await;
+        assert_eq!(n, 1);
+        let peak = peak_rss_kib(proxy.id()).unwrap_or(0);
+        println!(
+            "50 MB message: {:.1} MB relayed in {:.2}s; proxy peak RSS {:.1} MB (idle peak before: {:.1} MB), \
+             target < 32 MB: {}",
+            got as f64 / 1e6,
+            t.as_secs_f64(),
+            peak as f64 / 1024.0,
+            before as f64 / 1024.0,
+            if peak < 32 * 1024 { "met" } else { "NOT met" }
+        );
+    });
+}

@@ -1,0 +1,459 @@
+//! The first scan of a session: learn the upstream's LIST and UIDL, fetch what scoring needs (pipelined when the
+//! upstream allows), and score in parallel with the download.
+//!
+//! Memory stays bounded whatever the maildrop: one prefix of at most `scan_limit` bytes per message being read or
+//! scored ([`MAX_PARALLEL_SCORING`] at once); the rest of each message streams past and is dropped.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinSet;
+
+use super::ScanMethod;
+use super::tag::{self, Eol, HeadEnd};
+use super::upstream::{Upstream, UpstreamError};
+use crate::filter::{Filter, ScoreOptions, Verdict};
+use crate::pop3::Command;
+use crate::store::quarantine::Quarantine;
+
+/// Bytes accepted for a LIST or UIDL answer: a 100 000-message maildrop's UIDL list is about 8 MB.
+pub const MAX_LISTING: usize = 16 << 20;
+/// Scan commands in flight to a pipelining upstream: enough to hide the round trip, and so few that the commands
+/// (about 16 bytes each) always fit the socket buffers, so neither side can block the other (RFC 2449 §6.6).
+pub const PIPELINE_WINDOW: usize = 16;
+/// Messages scored at once per session: scoring is CPU work, so more than the cores buys nothing, and each one
+/// holds a prefix of up to `scan_limit` bytes.
+pub const MAX_PARALLEL_SCORING: usize = 8;
+/// RFC 1939 §7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
+pub const MAX_UIDL_LEN: usize = 70;
+
+/// A scoring function: user and message bytes in, verdict out.
+pub type ScoreFn = dyn Fn(Option<&str>, &[u8]) -> Verdict + Send + Sync;
+
+/// What scores a message: the real filter, or a fixed function (tests and benchmarks that must not depend on
+/// rule tuning).
+#[derive(Clone)]
+pub enum Scorer {
+    Filter(Arc<Filter>),
+    Func(Arc<ScoreFn>),
+}
+
+impl Scorer {
+    pub async fn score(&self, user: Option<&str>, message: &[u8]) -> Verdict {
+        match self {
+            Scorer::Filter(f) => f.score(user, message, &ScoreOptions::default()).await,
+            Scorer::Func(f) => f(user, message),
+        }
+    }
+}
+
+impl std::fmt::Debug for Scorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scorer::Filter(_) => "Scorer::Filter",
+            Scorer::Func(_) => "Scorer::Func",
+        })
+    }
+}
+
+/// The upstream's view of the maildrop.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    /// `(upstream number, size)` from LIST.
+    pub sizes: Vec<(u32, u64)>,
+    /// Unique ids from UIDL; `None` when the upstream has no UIDL.
+    pub uidls: Option<HashMap<u32, String>>,
+}
+
+/// Asks for UIDL and LIST (both at once to a pipelining upstream).
+pub async fn fetch_listing<T>(up: &mut Upstream<T>) -> Result<Listing, UpstreamError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let pipelined = up.pipelining();
+    if pipelined {
+        up.queue(&Command::Uidl(None));
+        up.queue(&Command::List(None));
+        up.flush().await?;
+    } else {
+        up.send(&Command::Uidl(None)).await?;
+    }
+    let r = up.response().await?;
+    let uidls = if r.is_ok() {
+        Some(parse_uidl(&up.multiline(MAX_LISTING).await?))
+    } else {
+        None
+    };
+    if !pipelined {
+        up.send(&Command::List(None)).await?;
+    }
+    let r = up.response().await?;
+    if !r.is_ok() {
+        return Err(UpstreamError::Refused {
+            command: "LIST",
+            answer: r.to_string(),
+        });
+    }
+    let sizes = parse_list(&up.multiline(MAX_LISTING).await?);
+    Ok(Listing { sizes, uidls })
+}
+
+fn two_fields(line: &[u8]) -> Option<(u32, &str)> {
+    let line = std::str::from_utf8(line).ok()?.trim();
+    let (n, rest) = line.split_once(' ')?;
+    let n: u32 = n.parse().ok().filter(|&n| n > 0)?;
+    Some((n, rest.trim()))
+}
+
+/// `n size` lines; malformed lines are skipped (the message then stays invisible rather than mis-sized).
+pub fn parse_list(body: &[u8]) -> Vec<(u32, u64)> {
+    body.split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let (n, size) = two_fields(l)?;
+            let size = size.split_whitespace().next()?.parse().ok()?;
+            Some((n, size))
+        })
+        .collect()
+}
+
+/// `n uid` lines, keeping only ids RFC 1939 allows.
+pub fn parse_uidl(body: &[u8]) -> HashMap<u32, String> {
+    body.split(|&b| b == b'\n')
+        .filter_map(|l| {
+            let (n, uid) = two_fields(l)?;
+            let valid = !uid.is_empty()
+                && uid.len() <= MAX_UIDL_LEN
+                && uid.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            valid.then(|| (n, uid.to_owned()))
+        })
+        .collect()
+}
+
+/// The cache key of a message without UIDL: a digest of its header (as far as tagging reads it).
+pub fn digest_key(prefix: &[u8], end: HeadEnd, head_cap: usize) -> String {
+    let region = match end {
+        HeadEnd::Found(n) => &prefix[..n.min(prefix.len())],
+        _ => &prefix[..prefix.len().min(head_cap)],
+    };
+    let d = Sha256::digest(region);
+    let mut s = String::from("digest:");
+    for b in d.iter() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// How the scan runs.
+#[derive(Debug, Clone)]
+pub struct ScanSettings {
+    pub method: ScanMethod,
+    pub top_lines: u32,
+    pub scan_limit: usize,
+    pub head_cap: usize,
+    /// Subject prefix, to compute the Subject edit's size while the header is at hand.
+    pub subject_prefix: String,
+    /// Keep the scanned prefix of spam in the quarantine (hide mode).
+    pub quarantine: Option<Quarantine>,
+    pub parallel: usize,
+}
+
+/// One message to scan.
+#[derive(Debug, Clone)]
+pub struct ScanJob {
+    pub upstream: u32,
+    pub uidl: Option<String>,
+}
+
+/// From and Subject of a spam message, for the quarantine listing.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    pub from: String,
+    pub subject: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Scored {
+        upstream: u32,
+        key: String,
+        verdict: Verdict,
+        subject_delta: u32,
+        summary: Option<Summary>,
+    },
+    /// No UIDL, but the header digest is in the verdict cache.
+    Known { upstream: u32, key: String },
+    /// The upstream refused to send it.
+    Failed { upstream: u32, reason: String },
+}
+
+struct TaskOut {
+    outcome: Outcome,
+    spam_prefix: Option<(String, Vec<u8>)>,
+}
+
+/// Fetches and scores every job; `known` says whether a digest key is already cached.
+pub async fn scan<T>(
+    up: &mut Upstream<T>,
+    filter: &Scorer,
+    user: &str,
+    jobs: Vec<ScanJob>,
+    settings: &ScanSettings,
+    known: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Vec<Outcome>, UpstreamError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let use_top = settings.method == ScanMethod::Top && up.may_have_top();
+    let command = |u: u32, top: bool| {
+        if top {
+            Command::Top(u, settings.top_lines)
+        } else {
+            Command::Retr(u)
+        }
+    };
+    let window = if up.pipelining() { PIPELINE_WINDOW } else { 1 };
+    let parallel = settings.parallel.clamp(1, MAX_PARALLEL_SCORING);
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    let mut tasks: JoinSet<TaskOut> = JoinSet::new();
+    let mut retry = Vec::new();
+    let mut scratch = Vec::with_capacity(crate::pop3::stream::READ_BUFFER);
+
+    let mut sent = 0;
+    while sent < jobs.len() && sent < window {
+        up.queue(&command(jobs[sent].upstream, use_top));
+        sent += 1;
+    }
+    up.flush().await?;
+    for job in &jobs {
+        let r = up.response().await?;
+        let fetched = if r.is_ok() {
+            Some(read_prefix(up, settings.scan_limit, &mut scratch).await?)
+        } else {
+            None
+        };
+        if sent < jobs.len() {
+            up.queue(&command(jobs[sent].upstream, use_top));
+            sent += 1;
+            up.flush().await?;
+        }
+        match fetched {
+            Some((prefix, complete)) => {
+                start_scoring(
+                    job,
+                    prefix,
+                    complete,
+                    filter,
+                    user,
+                    settings,
+                    known,
+                    &mut tasks,
+                    &mut outcomes,
+                );
+                while tasks.len() >= parallel {
+                    if let Some(done) = tasks.join_next().await {
+                        collect(done, settings, &mut outcomes).await;
+                    }
+                }
+            }
+            None if use_top => retry.push(job.clone()),
+            None => outcomes.push(Outcome::Failed {
+                upstream: job.upstream,
+                reason: r.to_string(),
+            }),
+        }
+    }
+    // Upstreams without TOP (or refusing it for one message) get RETR, one at a time.
+    for job in &retry {
+        let r = up.command(&Command::Retr(job.upstream)).await?;
+        if !r.is_ok() {
+            outcomes.push(Outcome::Failed {
+                upstream: job.upstream,
+                reason: r.to_string(),
+            });
+            continue;
+        }
+        let (prefix, complete) = read_prefix(up, settings.scan_limit, &mut scratch).await?;
+        start_scoring(
+            job,
+            prefix,
+            complete,
+            filter,
+            user,
+            settings,
+            known,
+            &mut tasks,
+            &mut outcomes,
+        );
+        while tasks.len() >= parallel {
+            if let Some(done) = tasks.join_next().await {
+                collect(done, settings, &mut outcomes).await;
+            }
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        collect(done, settings, &mut outcomes).await;
+    }
+    Ok(outcomes)
+}
+
+/// Reads a multi-line body, keeping its first `limit` bytes; `complete` is false when more was dropped.
+async fn read_prefix<T>(
+    up: &mut Upstream<T>,
+    limit: usize,
+    scratch: &mut Vec<u8>,
+) -> Result<(Vec<u8>, bool), UpstreamError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let mut prefix = Vec::new();
+    let mut complete = true;
+    loop {
+        scratch.clear();
+        let done = up.chunk(scratch).await?;
+        let room = limit.saturating_sub(prefix.len());
+        if scratch.len() > room {
+            complete = false;
+        }
+        prefix.extend_from_slice(&scratch[..scratch.len().min(room)]);
+        if done {
+            return Ok((prefix, complete));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn start_scoring(
+    job: &ScanJob,
+    prefix: Vec<u8>,
+    complete: bool,
+    filter: &Scorer,
+    user: &str,
+    settings: &ScanSettings,
+    known: &(dyn Fn(&str) -> bool + Sync),
+    tasks: &mut JoinSet<TaskOut>,
+    outcomes: &mut Vec<Outcome>,
+) {
+    let end = tag::head_end(&prefix, settings.head_cap, complete);
+    let key = match &job.uidl {
+        Some(u) => u.clone(),
+        None => {
+            let k = digest_key(&prefix, end, settings.head_cap);
+            if known(&k) {
+                outcomes.push(Outcome::Known {
+                    upstream: job.upstream,
+                    key: k,
+                });
+                return;
+            }
+            k
+        }
+    };
+    let filter = filter.clone();
+    let user = user.to_owned();
+    let upstream = job.upstream;
+    let head_cap = settings.head_cap;
+    let subject_prefix = settings.subject_prefix.clone();
+    let keep_spam = settings.quarantine.is_some();
+    tasks.spawn(async move {
+        let verdict = filter.score(Some(&user), &prefix).await;
+        let edit = tag::subject_edit(&prefix, end, head_cap, &subject_prefix, Eol::Crlf);
+        let subject_delta = u32::try_from(edit.len()).unwrap_or(u32::MAX);
+        let spam = verdict.is_spam();
+        let summary = spam.then(|| summarize(&prefix));
+        let spam_prefix = (spam && keep_spam).then(|| (key.clone(), prefix));
+        TaskOut {
+            outcome: Outcome::Scored {
+                upstream,
+                key,
+                verdict,
+                subject_delta,
+                summary,
+            },
+            spam_prefix,
+        }
+    });
+}
+
+async fn collect(
+    done: Result<TaskOut, tokio::task::JoinError>,
+    settings: &ScanSettings,
+    outcomes: &mut Vec<Outcome>,
+) {
+    match done {
+        Ok(out) => {
+            if let (Some((key, prefix)), Some(q)) = (out.spam_prefix, settings.quarantine.clone()) {
+                let written =
+                    tokio::task::spawn_blocking(move || q.store_prefix(&key, &prefix)).await;
+                if let Ok(Err(e)) = written {
+                    tracing::warn!("quarantine: {e}");
+                }
+            }
+            outcomes.push(out.outcome);
+        }
+        Err(e) => {
+            // A panicking scorer must not take the session down; the message is shown unscored.
+            tracing::error!("scoring task failed: {e}");
+        }
+    }
+}
+
+/// Decoded From and Subject for the quarantine listing.
+fn summarize(prefix: &[u8]) -> Summary {
+    let Some(msg) = mail_parser::MessageParser::default().parse_headers(prefix) else {
+        return Summary::default();
+    };
+    let subject = msg.subject().unwrap_or_default().to_owned();
+    let from = msg
+        .from()
+        .and_then(|a| a.first())
+        .map(|a| match (&a.name, &a.address) {
+            (Some(n), Some(ad)) => format!("{n} <{ad}>"),
+            (None, Some(ad)) => ad.to_string(),
+            (Some(n), None) => n.to_string(),
+            (None, None) => String::new(),
+        })
+        .unwrap_or_default();
+    Summary { from, subject }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_and_uidl_parsing_skips_garbage() {
+        let l = parse_list(b"1 120\r\n2 300 extra\r\n0 5\r\nx 4\r\n3\r\n4 -1\r\n5 77\r\n");
+        assert_eq!(l, vec![(1, 120), (2, 300), (5, 77)]);
+        let long = "u".repeat(71);
+        let body = format!("1 abc\r\n2 {long}\r\n3 has space\r\n4 \x01x\r\n5 ok-5\r\n");
+        let u = parse_uidl(body.as_bytes());
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[&1], "abc");
+        assert_eq!(u[&5], "ok-5");
+    }
+
+    #[test]
+    fn digest_keys_depend_on_the_header_only() {
+        let a = b"Subject: x\r\n\r\nbody one";
+        let b = b"Subject: x\r\n\r\nbody two";
+        let c = b"Subject: y\r\n\r\nbody one";
+        let k = |m: &[u8]| digest_key(m, tag::head_end(m, 1000, true), 1000);
+        assert_eq!(k(a), k(b));
+        assert_ne!(k(a), k(c));
+        assert!(k(a).starts_with("digest:"));
+        assert_eq!(k(a).len(), "digest:".len() + 64);
+    }
+
+    #[test]
+    fn summary_decodes_headers() {
+        let s = summarize(
+            b"From: =?UTF-8?Q?J=C3=B6rg?= <j@x.org>\r\nSubject: =?UTF-8?B?w6k=?=\r\n\r\n",
+        );
+        assert_eq!(s.from, "Jörg <j@x.org>");
+        assert_eq!(s.subject, "é");
+        let none = summarize(b"");
+        assert_eq!(none.subject, "");
+    }
+}

@@ -1,0 +1,808 @@
+//! Tagging by splicing into the original bytes: `X-Spam-*` fields at the top of the header, a Subject prefix
+//! (RFC 2047-correct), the body untouched — and the exact number of bytes that adds, so LIST sizes stay true.
+//!
+//! Everything here depends only on the first `head_cap` bytes of a message (or the whole header when shorter), so the
+//! scan (from `TOP`) and the later `RETR` compute the same edit and the size announced in LIST is the size sent.
+
+use crate::filter::Class;
+
+/// Header bytes searched for the end of the header and the Subject field. Real headers are a few KiB; 64 KiB
+/// bounds the buffer held per RETR while covering long Received chains.
+pub const MAX_TAG_HEADER: usize = 64 * 1024;
+/// RFC 5322 §2.1.1: a line "MUST be no more than 998 characters" (CRLF excluded).
+pub const RFC5322_MAX_LINE: usize = 998;
+/// RFC 5322 §2.1.1: lines "SHOULD be no more than 78 characters"; the `tests=` list is folded at this width.
+pub const RFC5322_FOLD_WIDTH: usize = 78;
+/// RFC 2047 §2: "An 'encoded-word' may not be more than 75 characters long".
+pub const RFC2047_MAX_WORD: usize = 75;
+/// Longest rule name written into `X-Spam-Status`; names are identifiers, this only stops a runaway one.
+const MAX_RULE_NAME: usize = 64;
+
+/// Line ending used for inserted lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eol {
+    Crlf,
+    Lf,
+}
+
+impl Eol {
+    /// The ending of the first line of `data` (CRLF when there is none: the wire form).
+    pub fn detect(data: &[u8]) -> Eol {
+        match data.iter().position(|&b| b == b'\n') {
+            Some(i) if i == 0 || data[i - 1] != b'\r' => Eol::Lf,
+            _ => Eol::Crlf,
+        }
+    }
+
+    fn bytes(self) -> &'static [u8] {
+        match self {
+            Eol::Crlf => b"\r\n",
+            Eol::Lf => b"\n",
+        }
+    }
+}
+
+/// Where the header of a (possibly partial) message ends, as far as tagging is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadEnd {
+    /// The blank line ends at this offset; the header block is everything before it.
+    Found(usize),
+    /// The whole message is header (no blank line before the end).
+    NoBody,
+    /// No blank line within the cap: only the first `cap` bytes are considered.
+    Overlong,
+    /// Not decidable yet: feed more bytes.
+    NeedMore,
+}
+
+/// Finds the end of the header in the first `cap` bytes of `buf`; `at_eof` says `buf` is the whole message.
+///
+/// The order of the checks makes the answer depend only on `buf[..cap]` once `cap` bytes are there, which is what
+/// keeps the scan and the RETR in agreement.
+pub fn head_end(buf: &[u8], cap: usize, at_eof: bool) -> HeadEnd {
+    match find_header_end(buf, cap) {
+        HeadEnd::NeedMore if at_eof => HeadEnd::NoBody,
+        other => other,
+    }
+}
+
+/// Like [`head_end`] for a buffer that may still grow.
+pub fn find_header_end(buf: &[u8], cap: usize) -> HeadEnd {
+    let region = &buf[..buf.len().min(cap)];
+    let mut line_start = 0;
+    while let Some(i) = region[line_start..].iter().position(|&b| b == b'\n') {
+        let line = &region[line_start..line_start + i];
+        if line.is_empty() || line == b"\r" {
+            return HeadEnd::Found(line_start + i + 1);
+        }
+        line_start += i + 1;
+    }
+    if buf.len() >= cap {
+        HeadEnd::Overlong
+    } else {
+        HeadEnd::NeedMore
+    }
+}
+
+/// What the tag says, independent of the message.
+#[derive(Debug, Clone)]
+pub struct TagSettings {
+    /// Subject prefix for spam (e.g. `[SPAM]`); empty disables the Subject edit.
+    pub prefix: String,
+    /// Add `X-Spam-Status: No, ...` to ham.
+    pub mark_ham: bool,
+    /// The spam threshold, shown as `required=` in `X-Spam-Status`.
+    pub required: f64,
+}
+
+/// The verdict facts that go into the header fields.
+#[derive(Debug, Clone, Copy)]
+pub struct TagVerdict<'a> {
+    pub class: Class,
+    pub score: f64,
+    pub rules: &'a [String],
+}
+
+/// The Subject change for one message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SubjectEdit {
+    /// No change (not spam, already prefixed, or no Subject within an overlong header).
+    #[default]
+    None,
+    /// Insert these bytes at this offset of the message.
+    Insert(usize, Vec<u8>),
+    /// The message has no Subject: add this whole field at the top.
+    AddField(Vec<u8>),
+}
+
+impl SubjectEdit {
+    pub fn len(&self) -> usize {
+        match self {
+            SubjectEdit::None => 0,
+            SubjectEdit::Insert(_, b) | SubjectEdit::AddField(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The complete edit for one message: fields added at offset 0, and the Subject change.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TagPlan {
+    top: Vec<u8>,
+    subject: SubjectEdit,
+}
+
+impl TagPlan {
+    /// Bytes the edit adds to the message (exact: CRLF counted, dot-stuffing not).
+    pub fn added_len(&self) -> usize {
+        self.top.len() + self.subject.len()
+    }
+
+    /// The offset up to which the message must be buffered before [`TagPlan::apply`] can run.
+    pub fn needs_bytes(&self) -> usize {
+        match &self.subject {
+            SubjectEdit::Insert(at, _) => *at,
+            _ => 0,
+        }
+    }
+
+    /// Writes the tagged form of `head` (a prefix of the message at least [`TagPlan::needs_bytes`] long) to `out`;
+    /// the rest of the message follows unchanged.
+    pub fn apply(&self, head: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.top);
+        if let SubjectEdit::AddField(f) = &self.subject {
+            out.extend_from_slice(f);
+        }
+        match &self.subject {
+            SubjectEdit::Insert(at, ins) if *at <= head.len() => {
+                out.extend_from_slice(&head[..*at]);
+                out.extend_from_slice(ins);
+                out.extend_from_slice(&head[*at..]);
+            }
+            _ => out.extend_from_slice(head),
+        }
+    }
+}
+
+/// Plans the tag for a message whose first bytes are `head`, with the header end `end` found by [`head_end`] using
+/// the same `cap`. Ham gets at most a status field; unsure always gets one; spam gets the full tag.
+pub fn plan(
+    head: &[u8],
+    end: HeadEnd,
+    cap: usize,
+    verdict: TagVerdict<'_>,
+    settings: &TagSettings,
+    eol: Eol,
+) -> TagPlan {
+    let top = status_fields(verdict, settings, eol);
+    let subject = if verdict.class == Class::Spam {
+        subject_edit(head, end, cap, &settings.prefix, eol)
+    } else {
+        SubjectEdit::None
+    };
+    TagPlan { top, subject }
+}
+
+/// The `X-Spam-*` fields for a verdict: they depend on nothing in the message, so a cached verdict gives their size.
+pub fn status_fields(verdict: TagVerdict<'_>, settings: &TagSettings, eol: Eol) -> Vec<u8> {
+    let e = eol.bytes();
+    let score = fmt_score(verdict.score);
+    let word = match verdict.class {
+        Class::Spam => "Yes",
+        Class::Unsure => "Unsure",
+        Class::Ham if settings.mark_ham => "No",
+        Class::Ham => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    if verdict.class == Class::Spam {
+        out.extend_from_slice(b"X-Spam-Flag: YES");
+        out.extend_from_slice(e);
+        out.extend_from_slice(format!("X-Spam-Score: {score}").as_bytes());
+        out.extend_from_slice(e);
+    }
+    let mut line = format!(
+        "X-Spam-Status: {word}, score={score} required={} tests=",
+        fmt_score(settings.required)
+    );
+    if verdict.rules.is_empty() {
+        line.push_str("none");
+    }
+    for (i, name) in verdict.rules.iter().enumerate() {
+        let name = sanitize_rule_name(name);
+        let sep = if i + 1 < verdict.rules.len() { "," } else { "" };
+        // Fold before a name that would push the line past the recommended width (the first name always fits
+        // on the first line, so the field never starts with a fold).
+        if i > 0 && line.len() + name.len() + sep.len() > RFC5322_FOLD_WIDTH {
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(e);
+            line = String::from("\t");
+        }
+        line.push_str(&name);
+        line.push_str(sep);
+    }
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(e);
+    out
+}
+
+/// One decimal, as SpamAssassin writes scores; never `-0.0` or `NaN` in a header.
+fn fmt_score(s: f64) -> String {
+    if !s.is_finite() {
+        return "0.0".into();
+    }
+    let t = format!("{s:.1}");
+    if t == "-0.0" { "0.0".into() } else { t }
+}
+
+/// Rule names come from user-editable files: keep them to identifier characters so no name can break the header.
+fn sanitize_rule_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .take(MAX_RULE_NAME)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() { "_".into() } else { s }
+}
+
+/// True when `prefix` can be written literally into an unstructured field: printable ASCII and no `=?` that a
+/// reader could take for the start of an encoded word (RFC 2047 §5).
+fn prefix_is_literal(prefix: &str) -> bool {
+    prefix.bytes().all(|b| (0x20..0x7f).contains(&b)) && !prefix.contains("=?")
+}
+
+/// `text` as one or more RFC 2047 Q encoded words (UTF-8), separated by a space, each at most 75 characters.
+fn encode_words(text: &str) -> String {
+    const OPEN: &str = "=?UTF-8?Q?";
+    const CLOSE: &str = "?=";
+    let room = RFC2047_MAX_WORD - OPEN.len() - CLOSE.len();
+    let mut words: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for ch in text.chars() {
+        let mut enc = String::new();
+        if ch == ' ' {
+            enc.push('_');
+        } else if ch.is_ascii_alphanumeric() || matches!(ch, '!' | '*' | '+' | '-' | '/') {
+            enc.push(ch);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in ch.encode_utf8(&mut buf).bytes() {
+                enc.push_str(&format!("={b:02X}"));
+            }
+        }
+        // A character's bytes never straddle two words (RFC 2047 §5: each word must be self-contained).
+        if cur.len() + enc.len() > room && !cur.is_empty() {
+            words.push(std::mem::take(&mut cur));
+        }
+        cur.push_str(&enc);
+    }
+    if !cur.is_empty() || words.is_empty() {
+        words.push(cur);
+    }
+    words
+        .iter()
+        .map(|w| format!("{OPEN}{w}{CLOSE}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The Subject change for spam, computed from the header region only.
+pub fn subject_edit(head: &[u8], end: HeadEnd, cap: usize, prefix: &str, eol: Eol) -> SubjectEdit {
+    let prefix = prefix.trim();
+    if prefix.is_empty() {
+        return SubjectEdit::None;
+    }
+    let (region, complete) = match end {
+        HeadEnd::Found(n) => (&head[..n.min(head.len())], true),
+        HeadEnd::NoBody => (&head[..head.len().min(cap)], true),
+        HeadEnd::Overlong | HeadEnd::NeedMore => (&head[..head.len().min(cap)], false),
+    };
+    let literal = prefix_is_literal(prefix);
+    let Some(field) = find_field(region, b"subject") else {
+        if !complete {
+            // The Subject may lie past the cap; adding a second one would be worse than none.
+            return SubjectEdit::None;
+        }
+        let word = if literal {
+            prefix.to_owned()
+        } else {
+            encode_words(prefix)
+        };
+        let mut f = format!("Subject: {word}").into_bytes();
+        f.extend_from_slice(eol.bytes());
+        return SubjectEdit::AddField(f);
+    };
+
+    // The value: WSP after the colon skipped on the first line, continuation lines included.
+    let mut p = field.colon + 1;
+    while p < field.first_line_end && matches!(region[p], b' ' | b'\t') {
+        p += 1;
+    }
+    let ws_after_colon = p > field.colon + 1;
+    let first_rest = &region[p..field.first_line_end];
+    let value = &region[p..field.end];
+    let value_nonempty = value
+        .iter()
+        .any(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'));
+    let starts_encoded = {
+        let v = trim_start_fws(value);
+        v.starts_with(b"=?")
+    };
+
+    let word = if literal {
+        prefix.to_owned()
+    } else if value_nonempty && starts_encoded {
+        // Whitespace between two encoded words is not displayed (RFC 2047 §6.2): carry the gap inside ours.
+        encode_words(&format!("{prefix} "))
+    } else {
+        encode_words(prefix)
+    };
+    if trim_start_fws(value).starts_with(word.trim_end().as_bytes()) {
+        return SubjectEdit::None;
+    }
+
+    let lead = if ws_after_colon { "" } else { " " };
+    let mut ins = Vec::new();
+    ins.extend_from_slice(lead.as_bytes());
+    ins.extend_from_slice(word.as_bytes());
+    if value_nonempty && !first_rest.is_empty() {
+        let first_line_len = field.first_line_end - field.start;
+        if first_line_len + ins.len() + 1 > RFC5322_MAX_LINE {
+            // Folding keeps the Subject line within the hard limit; the fold unfolds to the same single space.
+            ins.extend_from_slice(eol.bytes());
+            ins.push(b' ');
+        } else {
+            ins.push(b' ');
+        }
+    }
+    SubjectEdit::Insert(p, ins)
+}
+
+fn trim_start_fws(v: &[u8]) -> &[u8] {
+    let n = v
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .unwrap_or(v.len());
+    &v[n..]
+}
+
+/// A header field's position within a header region.
+struct Field {
+    start: usize,
+    colon: usize,
+    /// End of the field's first line, before its CR/LF.
+    first_line_end: usize,
+    /// End of the field (after the last continuation line), before its line ending.
+    end: usize,
+}
+
+/// The first field named `name` (lower-case) in `region`, tolerating the obsolete `Name :` form (RFC 5322 §4.5).
+fn find_field(region: &[u8], name: &[u8]) -> Option<Field> {
+    let lines = split_lines(region);
+    for (i, &(start, content_end, _)) in lines.iter().enumerate() {
+        let line = &region[start..content_end];
+        if line.is_empty() {
+            return None;
+        }
+        if matches!(line[0], b' ' | b'\t') {
+            continue;
+        }
+        let Some(colon_rel) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        if !trim_wsp_end(&line[..colon_rel]).eq_ignore_ascii_case(name) {
+            continue;
+        }
+        let continuation = lines[i + 1..]
+            .iter()
+            .take_while(|&&(s, e, _)| e > s && matches!(region[s], b' ' | b'\t'))
+            .count();
+        return Some(Field {
+            start,
+            colon: start + colon_rel,
+            first_line_end: content_end,
+            end: lines[i + continuation].1,
+        });
+    }
+    None
+}
+
+fn trim_wsp_end(s: &[u8]) -> &[u8] {
+    let n = s
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(0, |i| i + 1);
+    &s[..n]
+}
+
+/// Lines as (start, end of content before CR/LF, end including the ending); a last line without ending is included.
+fn split_lines(region: &[u8]) -> Vec<(usize, usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < region.len() {
+        match region[start..].iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                let nl = start + i;
+                let content_end = if nl > start && region[nl - 1] == b'\r' {
+                    nl - 1
+                } else {
+                    nl
+                };
+                out.push((start, content_end, nl + 1));
+                start = nl + 1;
+            }
+            None => {
+                let mut content_end = region.len();
+                if region[content_end - 1] == b'\r' {
+                    content_end -= 1;
+                }
+                out.push((start, content_end, region.len()));
+                start = region.len();
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> TagSettings {
+        TagSettings {
+            prefix: "[SPAM]".into(),
+            mark_ham: true,
+            required: 5.0,
+        }
+    }
+
+    fn rules() -> Vec<String> {
+        vec!["SUBJ_ALL_CAPS".into(), "FROM_FREEMAIL".into()]
+    }
+
+    /// Tags a whole message the way the proxy does and checks the size promise.
+    fn tag_full(msg: &[u8], class: Class, s: &TagSettings, eol: Eol) -> Vec<u8> {
+        let r = rules();
+        let v = TagVerdict {
+            class,
+            score: 7.25,
+            rules: &r,
+        };
+        let end = head_end(msg, MAX_TAG_HEADER, true);
+        let p = plan(msg, end, MAX_TAG_HEADER, v, s, eol);
+        let mut out = Vec::new();
+        p.apply(msg, &mut out);
+        assert_eq!(out.len(), msg.len() + p.added_len(), "size promise broken");
+        out
+    }
+
+    fn text(b: &[u8]) -> String {
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn crlf_spam_gets_fields_and_prefix_and_body_is_untouched() {
+        let msg = b"From: a@b\r\nSubject: Hello there\r\n\r\nBody line\r\n";
+        let out = text(&tag_full(msg, Class::Spam, &settings(), Eol::Crlf));
+        assert!(out.starts_with(
+            "X-Spam-Flag: YES\r\nX-Spam-Score: 7.2\r\nX-Spam-Status: Yes, score=7.2 required=5.0 \
+             tests=SUBJ_ALL_CAPS,FROM_FREEMAIL\r\nFrom: a@b\r\n"
+        ));
+        assert!(out.contains("\r\nSubject: [SPAM] Hello there\r\n\r\nBody line\r\n"));
+        assert!(out.ends_with("\r\n\r\nBody line\r\n"));
+    }
+
+    #[test]
+    fn lf_message_keeps_lf() {
+        let msg = b"From: a@b\nSubject: Hello\n\nBody\n";
+        let eol = Eol::detect(msg);
+        assert_eq!(eol, Eol::Lf);
+        let out = text(&tag_full(msg, Class::Spam, &settings(), eol));
+        assert!(!out.contains('\r'));
+        assert!(out.contains("\nSubject: [SPAM] Hello\n\nBody\n"));
+        assert!(out.starts_with("X-Spam-Flag: YES\n"));
+    }
+
+    #[test]
+    fn ham_gets_only_a_status_field_or_nothing() {
+        let msg = b"Subject: hi\r\n\r\nb\r\n";
+        let out = text(&tag_full(msg, Class::Ham, &settings(), Eol::Crlf));
+        assert_eq!(
+            out,
+            "X-Spam-Status: No, score=7.2 required=5.0 tests=SUBJ_ALL_CAPS,FROM_FREEMAIL\r\nSubject: hi\r\n\r\nb\r\n"
+        );
+        let quiet = TagSettings {
+            mark_ham: false,
+            ..settings()
+        };
+        assert_eq!(tag_full(msg, Class::Ham, &quiet, Eol::Crlf), msg);
+        let unsure = text(&tag_full(msg, Class::Unsure, &quiet, Eol::Crlf));
+        assert!(unsure.starts_with("X-Spam-Status: Unsure, "));
+        assert!(unsure.contains("Subject: hi\r\n"));
+    }
+
+    #[test]
+    fn folded_subject_gets_prefix_on_first_line() {
+        let msg = b"Subject: a long\r\n subject folded\r\nTo: x\r\n\r\n";
+        let out = text(&tag_full(msg, Class::Spam, &settings(), Eol::Crlf));
+        assert!(out.contains("Subject: [SPAM] a long\r\n subject folded\r\nTo: x\r\n"));
+    }
+
+    #[test]
+    fn subject_value_starting_on_continuation_line() {
+        let msg = b"Subject:\r\n starts below\r\n\r\n";
+        let out = text(&tag_full(msg, Class::Spam, &settings(), Eol::Crlf));
+        assert!(
+            out.contains("Subject: [SPAM]\r\n starts below\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn empty_subject_and_no_space_after_colon() {
+        let out = text(&tag_full(
+            b"Subject:\r\n\r\nx",
+            Class::Spam,
+            &settings(),
+            Eol::Crlf,
+        ));
+        assert!(out.contains("Subject: [SPAM]\r\n\r\nx"), "{out}");
+        let out = text(&tag_full(
+            b"Subject:Hi\r\n\r\nx",
+            Class::Spam,
+            &settings(),
+            Eol::Crlf,
+        ));
+        assert!(out.contains("Subject: [SPAM] Hi\r\n"), "{out}");
+        let out = text(&tag_full(
+            b"SUBJECT :  Hi\r\n\r\nx",
+            Class::Spam,
+            &settings(),
+            Eol::Crlf,
+        ));
+        assert!(out.contains("SUBJECT :  [SPAM] Hi\r\n"), "{out}");
+    }
+
+    #[test]
+    fn encoded_subject_stays_valid_rfc2047() {
+        let msg = b"Subject: =?UTF-8?B?w6ljaGFudGlsbG9u?=\r\n\r\n";
+        let out = tag_full(msg, Class::Spam, &settings(), Eol::Crlf);
+        let s = text(&out);
+        assert!(s.contains("Subject: [SPAM] =?UTF-8?B?w6ljaGFudGlsbG9u?=\r\n"));
+        let parsed = mail_parser::MessageParser::default().parse(&out).unwrap();
+        assert_eq!(parsed.subject(), Some("[SPAM] échantillon"));
+    }
+
+    #[test]
+    fn non_ascii_prefix_is_encoded_and_keeps_its_gap() {
+        let s = TagSettings {
+            prefix: "[ПОДОЗР]".into(),
+            ..settings()
+        };
+        for (msg, want) in [
+            (
+                &b"Subject: =?UTF-8?B?w6ljaGFudGlsbG9u?=\r\n\r\n"[..],
+                "[ПОДОЗР] échantillon",
+            ),
+            (&b"Subject: plain words\r\n\r\n"[..], "[ПОДОЗР] plain words"),
+            (&b"From: x\r\n\r\n"[..], "[ПОДОЗР]"),
+        ] {
+            let out = tag_full(msg, Class::Spam, &s, Eol::Crlf);
+            let t = text(&out);
+            assert!(t.is_ascii(), "header must stay ASCII: {t}");
+            let parsed = mail_parser::MessageParser::default().parse(&out).unwrap();
+            assert_eq!(parsed.subject(), Some(want), "{t}");
+        }
+    }
+
+    #[test]
+    fn long_non_ascii_prefix_splits_into_short_words() {
+        let long = "é".repeat(40);
+        let w = encode_words(&long);
+        for word in w.split(' ') {
+            assert!(word.len() <= RFC2047_MAX_WORD, "{word}");
+        }
+        let msg = "Subject: =?UTF-8?Q?x?=\r\n\r\n";
+        let s = TagSettings {
+            prefix: long.clone(),
+            ..settings()
+        };
+        let out = tag_full(msg.as_bytes(), Class::Spam, &s, Eol::Crlf);
+        let parsed = mail_parser::MessageParser::default().parse(&out).unwrap();
+        assert_eq!(parsed.subject(), Some(format!("{long} x").as_str()));
+    }
+
+    #[test]
+    fn prefix_with_encoded_word_syntax_is_encoded() {
+        assert!(!prefix_is_literal("=?x?="));
+        assert!(prefix_is_literal("[SPAM]"));
+    }
+
+    #[test]
+    fn no_subject_adds_one() {
+        let out = text(&tag_full(
+            b"From: a\r\n\r\nbody\r\n",
+            Class::Spam,
+            &settings(),
+            Eol::Crlf,
+        ));
+        assert!(
+            out.contains("\r\nSubject: [SPAM]\r\nFrom: a\r\n\r\nbody\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn message_without_body() {
+        let msg = b"From: a\r\nSubject: s\r\n";
+        assert_eq!(head_end(msg, MAX_TAG_HEADER, true), HeadEnd::NoBody);
+        assert_eq!(head_end(msg, MAX_TAG_HEADER, false), HeadEnd::NeedMore);
+        let out = text(&tag_full(msg, Class::Spam, &settings(), Eol::Crlf));
+        assert!(out.ends_with("From: a\r\nSubject: [SPAM] s\r\n"));
+        // Without a final line ending either.
+        let out = text(&tag_full(
+            b"Subject: s",
+            Class::Spam,
+            &settings(),
+            Eol::Crlf,
+        ));
+        assert!(out.ends_with("Subject: [SPAM] s"), "{out}");
+    }
+
+    #[test]
+    fn already_prefixed_subject_is_left_alone() {
+        let msg = b"Subject: [SPAM] again\r\n\r\n";
+        let r = rules();
+        let v = TagVerdict {
+            class: Class::Spam,
+            score: 9.0,
+            rules: &r,
+        };
+        let p = plan(
+            msg,
+            head_end(msg, 100, true),
+            100,
+            v,
+            &settings(),
+            Eol::Crlf,
+        );
+        assert_eq!(p.subject, SubjectEdit::None);
+    }
+
+    #[test]
+    fn subject_in_the_body_is_not_touched() {
+        let msg = b"From: a\r\n\r\nSubject: not a header\r\n";
+        let out = text(&tag_full(msg, Class::Spam, &settings(), Eol::Crlf));
+        assert!(
+            out.contains("Subject: [SPAM]\r\nFrom: a\r\n\r\nSubject: not a header\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn only_the_first_subject_is_prefixed() {
+        let msg = b"Subject: one\r\nSubject: two\r\n\r\n";
+        let out = text(&tag_full(msg, Class::Spam, &settings(), Eol::Crlf));
+        assert!(out.contains("Subject: [SPAM] one\r\nSubject: two\r\n"));
+    }
+
+    #[test]
+    fn very_long_subject_line_is_folded_not_overlong() {
+        let long = "x".repeat(990);
+        let msg = format!("Subject: {long}\r\n\r\n");
+        let out = text(&tag_full(
+            msg.as_bytes(),
+            Class::Spam,
+            &settings(),
+            Eol::Crlf,
+        ));
+        for line in out.split("\r\n") {
+            assert!(line.len() <= RFC5322_MAX_LINE, "line of {}", line.len());
+        }
+        assert!(out.contains("Subject: [SPAM]\r\n x"));
+    }
+
+    #[test]
+    fn many_rules_fold_the_status_field() {
+        let many: Vec<String> = (0..30).map(|i| format!("RULE_NUMBER_{i}")).collect();
+        let v = TagVerdict {
+            class: Class::Spam,
+            score: 30.0,
+            rules: &many,
+        };
+        let f = text(&status_fields(v, &settings(), Eol::Crlf));
+        for line in f.split("\r\n") {
+            assert!(line.len() <= RFC5322_FOLD_WIDTH, "{line}");
+        }
+        let unfolded = f.replace("\r\n\t", "");
+        assert!(unfolded.contains(&many.join(",")));
+    }
+
+    #[test]
+    fn hostile_rule_names_cannot_inject_header_lines() {
+        let evil = vec!["A\r\nBcc: victim@x".to_string(), String::new()];
+        let v = TagVerdict {
+            class: Class::Spam,
+            score: -0.04,
+            rules: &evil,
+        };
+        let f = text(&status_fields(v, &settings(), Eol::Crlf));
+        assert_eq!(f.matches("\r\n").count(), 3, "{f}");
+        assert!(f.contains("score=0.0"));
+        assert!(f.contains("tests=A__Bcc__victim_x,_"));
+    }
+
+    #[test]
+    fn overlong_header_without_subject_in_cap_adds_no_subject() {
+        let mut msg = Vec::new();
+        for i in 0..200 {
+            msg.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(50)).as_bytes());
+        }
+        msg.extend_from_slice(b"Subject: late\r\n\r\nbody");
+        let cap = 1000;
+        let end = head_end(&msg, cap, true);
+        assert_eq!(end, HeadEnd::Overlong);
+        assert_eq!(
+            subject_edit(&msg, end, cap, "[SPAM]", Eol::Crlf),
+            SubjectEdit::None
+        );
+        // The same answer from just the first `cap` bytes: the scan and the RETR agree.
+        let end2 = head_end(&msg[..cap], cap, false);
+        assert_eq!(end2, HeadEnd::Overlong);
+        assert_eq!(
+            subject_edit(&msg[..cap], end2, cap, "[SPAM]", Eol::Crlf),
+            SubjectEdit::None
+        );
+    }
+
+    #[test]
+    fn plan_from_a_top_prefix_equals_plan_from_the_whole_message() {
+        let msg =
+            b"Received: x\r\nSubject: Win money\r\nFrom: f\r\n\r\nline1\r\nline2\r\nline3\r\n";
+        let top0 = b"Received: x\r\nSubject: Win money\r\nFrom: f\r\n\r\n";
+        let r = rules();
+        let v = TagVerdict {
+            class: Class::Spam,
+            score: 8.0,
+            rules: &r,
+        };
+        let s = settings();
+        let a = plan(msg, head_end(msg, 64, true), 64, v, &s, Eol::Crlf);
+        let b = plan(top0, head_end(top0, 64, true), 64, v, &s, Eol::Crlf);
+        assert_eq!(a, b);
+        // Fed in pieces, the first decidable answer is the same.
+        for cut in 0..msg.len() {
+            match find_header_end(&msg[..cut], 64) {
+                HeadEnd::NeedMore => continue,
+                end => {
+                    let c = plan(&msg[..cut], end, 64, v, &s, Eol::Crlf);
+                    assert_eq!(c, a, "cut at {cut}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn blank_first_line_means_empty_header() {
+        assert_eq!(find_header_end(b"\r\nbody", 100), HeadEnd::Found(2));
+        assert_eq!(find_header_end(b"\nbody", 100), HeadEnd::Found(1));
+        let out = text(&tag_full(b"\r\nbody", Class::Spam, &settings(), Eol::Crlf));
+        assert!(out.ends_with("Subject: [SPAM]\r\n\r\nbody"));
+    }
+
+    #[test]
+    fn eol_detection() {
+        assert_eq!(Eol::detect(b"a\r\nb\n"), Eol::Crlf);
+        assert_eq!(Eol::detect(b"a\nb\r\n"), Eol::Lf);
+        assert_eq!(Eol::detect(b"\n"), Eol::Lf);
+        assert_eq!(Eol::detect(b"abc"), Eol::Crlf);
+    }
+}
