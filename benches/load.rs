@@ -2,10 +2,11 @@
 //! directly and through `popguard proxy` in front of that same Dovecot, in one run, at several concurrency levels;
 //! then idle logged-in sessions held open to measure memory per idle session. Reports sessions/s, p50/p99 session
 //! latency, errors by kind, the proxy's peak memory, and the proxy/direct throughput ratio against issue 6's
-//! targets (no errors, ≥ 0.8× direct, < 64 KiB per idle session).
+//! targets (no errors, ≥ 0.8× direct, < 64 KiB per idle session). Optional targets: the built-in server, and the
+//! proxy in front of it; `--addr` loads any server on this machine instead.
 //!
-//! Run: `cargo bench --profile dev --bench load` (full: 50 and 500 sessions) or
-//! `cargo test --bench load -- --smoke` (seconds); `-- --help` lists the knobs. Every phase stops at a session
+//! Run: `cargo test --bench load` (full: 50 and 500 sessions, 3 rounds, a few minutes) or
+//! `cargo test --bench load -- --smoke` (about 10 s); `-- --help` lists the knobs. Every phase stops at a session
 //! count or a duration, whichever comes first, and is aborted `HARD_GRACE` after that. Loopback only.
 
 #[path = "../tests/common/mod.rs"]
@@ -70,7 +71,7 @@ enum DovecotKind {
     about = "POP3 load test: Dovecot directly vs through popguard proxy"
 )]
 struct Opts {
-    /// Quick run for CI (about half a minute): small counts, short phases; fails only on session errors.
+    /// Quick run for CI (about 10 s): small counts, short phases; fails only on session errors.
     #[arg(long)]
     smoke: bool,
     /// Concurrency levels, comma-separated [full: 50,500; smoke: 4,16].
@@ -108,17 +109,23 @@ struct Opts {
     )]
     modes: Vec<Mode>,
     /// Dovecot process model. Stock takes 500 concurrent sessions without errors here, so it is the default;
-    /// `fast` is the stricter baseline (about 2.5× stock's sessions/s on the development machine).
+    /// `fast` is the stricter baseline (2.5-3× stock's sessions/s on the development machine).
     #[arg(long, value_enum, default_value = "stock")]
     dovecot: DovecotKind,
+    /// The popguard binary to run as proxy and server [default: the one cargo built with this benchmark], e.g. a
+    /// release build or another branch's.
+    #[arg(long, value_name = "PATH")]
+    popguard: Option<std::path::PathBuf>,
     /// Worker threads of the load generator's runtime (the targets are separate processes).
     #[arg(long, default_value_t = 2)]
     threads: usize,
     /// Instead of the built-in targets, load this POP3 server (loopback only) with --user/--pass.
     #[arg(long, requires_all = ["user", "pass"])]
     addr: Option<SocketAddr>,
+    /// Login name for --addr.
     #[arg(long)]
     user: Option<String>,
+    /// Password for --addr.
     #[arg(long)]
     pass: Option<String>,
     /// Process id of the --addr server, to report its memory.
@@ -254,7 +261,7 @@ fn wait_listening(child: &mut ChildGuard, addr: SocketAddr, what: &str) {
 
 /// `popguard proxy` in front of `upstream`, with DNSBL off (nothing leaves loopback), a fresh data dir, and room
 /// for `sessions` concurrent clients (the default cap would queue them).
-fn spawn_proxy(upstream: SocketAddr, sessions: usize) -> Target {
+fn spawn_proxy(bin: &Path, upstream: SocketAddr, sessions: usize) -> Target {
     let data = tempdir("pgload-data");
     let conf_dir = tempdir("pgload-conf");
     let conf = conf_dir.path().join("popguard.toml");
@@ -278,7 +285,9 @@ fn spawn_proxy(upstream: SocketAddr, sessions: usize) -> Target {
         "--config".into(),
         conf.clone().into(),
     ];
-    let mut child = common::spawn(args);
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args);
+    let mut child = common::spawn_command(cmd);
     wait_listening(&mut child, addr, "popguard proxy");
     Target {
         name: "proxy".into(),
@@ -291,7 +300,7 @@ fn spawn_proxy(upstream: SocketAddr, sessions: usize) -> Target {
 }
 
 /// The built-in server over its own maildirs holding the same messages as Dovecot's.
-fn spawn_server(accounts: &[Account], messages: &[Vec<u8>], sessions: usize) -> Target {
+fn spawn_server(bin: &Path, accounts: &[Account], messages: &[Vec<u8>], sessions: usize) -> Target {
     let root = tempdir("pgload-server");
     let maildirs = root.path().join("mail");
     let mut users = String::new();
@@ -312,7 +321,8 @@ fn spawn_server(accounts: &[Account], messages: &[Vec<u8>], sessions: usize) -> 
     let users_file = root.path().join("users");
     write(&users_file, &users);
     let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
-    let mut child = common::spawn([
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args([
         "server".to_string(),
         "--listen".into(),
         addr.to_string(),
@@ -325,6 +335,7 @@ fn spawn_server(accounts: &[Account], messages: &[Vec<u8>], sessions: usize) -> 
         "--max-connections".into(),
         sessions.to_string(),
     ]);
+    let mut child = common::spawn_command(cmd);
     wait_listening(&mut child, addr, "popguard server");
     Target {
         name: "server".into(),
@@ -482,7 +493,7 @@ fn main() -> ExitCode {
     println!(
         "load: {} mailboxes × {} messages ({} octets each mailbox), RETR {} per session; concurrency {:?}; \
          per phase ≤ {} sessions and ≤ {:?}, {} round(s); idle sessions {}; Dovecot {:?} mode ({}); generator threads {}; \
-         {} CPUs, load average {}",
+         popguard {}; {} CPUs, load average {}",
         s.users,
         s.messages,
         mailbox_bytes,
@@ -495,6 +506,10 @@ fn main() -> ExitCode {
         opts.dovecot,
         dovecot.addr(),
         opts.threads,
+        opts.popguard
+            .as_deref()
+            .unwrap_or(&common::popguard_bin())
+            .display(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg")
             .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -502,6 +517,7 @@ fn main() -> ExitCode {
     );
 
     let room = s.most_sessions_at_once() * 2 + 16;
+    let bin = opts.popguard.clone().unwrap_or_else(common::popguard_bin);
     let mut verdicts = Verdicts::default();
     let enforce_targets = !opts.smoke;
     let start_target = |mode| match mode {
@@ -513,11 +529,11 @@ fn main() -> ExitCode {
             _dirs: Vec::new(),
             _upstream: None,
         },
-        Mode::Proxy => spawn_proxy(dovecot.addr(), room),
-        Mode::Server => spawn_server(&accounts, &messages, room),
+        Mode::Proxy => spawn_proxy(&bin, dovecot.addr(), room),
+        Mode::Server => spawn_server(&bin, &accounts, &messages, room),
         Mode::ProxyServer => {
-            let server = spawn_server(&accounts, &messages, room);
-            let mut proxy = spawn_proxy(server.addr, room);
+            let server = spawn_server(&bin, &accounts, &messages, room);
+            let mut proxy = spawn_proxy(&bin, server.addr, room);
             proxy.name = "proxy>srv".into();
             proxy._upstream = Some(Box::new(server));
             proxy
