@@ -182,16 +182,16 @@ async fn bind(
     what: &str,
 ) -> anyhow::Result<TcpListener> {
     if let Some(addr) = wanted {
-        return TcpListener::bind(addr).await.with_context(|| {
+        return popguard::listener::bind(addr).await.with_context(|| {
             format!("cannot listen on {addr} for the {what}: pick another address")
         });
     }
-    match TcpListener::bind(default).await {
+    match popguard::listener::bind(default).await {
         Ok(l) => Ok(l),
         Err(e) => {
             let mut any: SocketAddr = default.parse().context("bad built-in address")?;
             any.set_port(0);
-            let l = TcpListener::bind(any)
+            let l = popguard::listener::bind(any)
                 .await
                 .with_context(|| format!("cannot listen on {any} for the {what}"))?;
             eprintln!(

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use popguard::filter::Filter;
 use popguard::proxy::{self, Action};
-use tokio::net::TcpListener;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -49,7 +48,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let listen = p.listen.clone();
     let filter = Filter::new(&config).context("loading the filter")?;
-    let listener = TcpListener::bind(&listen)
+    let listener = popguard::listener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;

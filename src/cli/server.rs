@@ -80,7 +80,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         config.tls = Some(popguard::tls::server_config(cert, key)?);
     }
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = popguard::listener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
