@@ -62,7 +62,6 @@ pub struct CommonArgs {
 
 impl CommonArgs {
     /// Loads the config file and applies the flag overrides shared by all subcommands.
-    #[allow(dead_code)] // TEMPORARY: until the subcommands that read config land
     pub fn load(&self) -> anyhow::Result<Config> {
         let mut config = Config::load(self.config.as_deref())?;
         if let Some(d) = &self.data_dir {
