@@ -711,3 +711,282 @@ async fn quarantine_cli_lists_and_releases() {
     })
     .await
 }
+
+// ---------------------------------------------------------------- read-ahead
+
+fn many(n: usize) -> Vec<Msg> {
+    (1..=n)
+        .map(|i| {
+            let subject = if i % 3 == 0 { "SPAM-ME offer" } else { "notes" };
+            msg(
+                &format!("uid-{i}"),
+                subject,
+                &format!("Body {i}\r\n.dot line {i}\r\n"),
+            )
+        })
+        .collect()
+}
+
+/// Waits (bounded) until the fake upstream has been sent `line`.
+async fn until_sent(fake: &Fake, line: &str) -> bool {
+    for _ in 0..200 {
+        if fake.log().iter().any(|l| l == line) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+fn retr_log(fake: &Fake) -> Vec<String> {
+    fake.log()
+        .into_iter()
+        .filter(|l| l.starts_with("RETR"))
+        .collect()
+}
+
+#[tokio::test]
+async fn read_ahead_asks_for_the_next_messages_and_the_client_sees_no_difference() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let msgs = many(12);
+        let fake = Fake::new(msgs.clone(), Behaviour::default());
+        let p = proxy(
+            config(dir.path(), "tag", ""),
+            fake.clone(),
+            Default::default(),
+        );
+        let mut c = connect(&p).await;
+        c.login().await;
+        let (_, list) = c.multi("LIST").await;
+        let list = lines(&list);
+        let (_, m1) = c.multi("RETR 1").await;
+        assert_eq!(untag(&m1), msgs[0].data);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            retr_log(&fake),
+            vec!["RETR 1"],
+            "nothing is read ahead after a single RETR"
+        );
+        let (_, m2) = c.multi("RETR 2").await;
+        assert_eq!(untag(&m2), msgs[1].data);
+        // After two RETRs in a row, the next messages are asked for before the client asks (PIPELINING: a window).
+        assert!(until_sent(&fake, "RETR 3").await, "{:?}", fake.log());
+        assert!(until_sent(&fake, "RETR 10").await, "{:?}", fake.log());
+        assert!(
+            !retr_log(&fake).contains(&"RETR 11".to_string()),
+            "at most {} ahead: {:?}",
+            popguard::proxy::read_ahead::READ_AHEAD_WINDOW,
+            fake.log()
+        );
+        // Commands between RETRs are answered in order: DELE and LIST wait for the answers on the wire.
+        assert!(c.cmd("DELE 1").await.is_ok());
+        assert_eq!(c.cmd("LIST 3").await.text, list[2]);
+        assert!(c.cmd("NOOP").await.is_ok());
+        assert!(c.cmd("RETR 1").await.status == popguard::pop3::Status::Err);
+        for n in 3..=12usize {
+            let (r, body) = c.multi(&format!("RETR {n}")).await;
+            let listed: usize = list[n - 1].split(' ').nth(1).unwrap().parse().unwrap();
+            assert_eq!(r.text, format!("{listed} octets"));
+            assert_eq!(body.len(), listed, "RETR {n} size equals LIST");
+            assert_eq!(untag(&body), msgs[n - 1].data, "RETR {n}");
+            if n == 5 {
+                assert!(c.cmd("DELE 5").await.is_ok());
+            }
+        }
+        let (_, top) = c.multi("TOP 4 0").await;
+        assert!(top.ends_with(b"\r\n\r\n"));
+        assert!(c.cmd("QUIT").await.is_ok());
+        let left = fake.uidls();
+        assert_eq!(left.len(), 10, "only 1 and 5 deleted: {left:?}");
+        assert!(!left.contains(&"uid-1".to_string()) && !left.contains(&"uid-5".to_string()));
+        // The proxy never asked for a message twice: each was read ahead once or asked for once.
+        let retrs = retr_log(&fake);
+        let unique: std::collections::HashSet<_> = retrs.iter().collect();
+        assert_eq!(retrs.len(), unique.len(), "{retrs:?}");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn read_ahead_keeps_one_command_in_flight_without_pipelining_and_respects_hide() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let msgs = many(9);
+        let b = Behaviour {
+            capa: Some(vec!["TOP", "UIDL", "USER"]),
+            ..Behaviour::default()
+        };
+        let fake = Fake::new(msgs.clone(), b);
+        let p = proxy(
+            config(dir.path(), "hide", ""),
+            fake.clone(),
+            Default::default(),
+        );
+        let mut c = connect(&p).await;
+        c.login().await;
+        // Hide: every third message is spam, so client 1..6 are upstream 1,2,4,5,7,8.
+        let visible: Vec<&Msg> = msgs
+            .iter()
+            .filter(|m| !String::from_utf8_lossy(&m.data).contains("SPAM-ME"))
+            .collect();
+        assert_eq!(c.cmd("STAT").await.text.split(' ').next(), Some("6"));
+        c.multi("RETR 1").await;
+        c.multi("RETR 2").await;
+        assert!(until_sent(&fake, "RETR 4").await, "{:?}", fake.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            retr_log(&fake),
+            vec!["RETR 1", "RETR 2", "RETR 4"],
+            "one read-ahead at a time, hidden spam skipped"
+        );
+        for n in 3..=6usize {
+            let (_, body) = c.multi(&format!("RETR {n}")).await;
+            assert_eq!(untag(&body), visible[n - 1].data);
+        }
+        assert!(c.cmd("QUIT").await.is_ok());
+        assert_eq!(fake.uidls().len(), 9, "nothing deleted");
+    })
+    .await
+}
+
+#[tokio::test]
+async fn read_ahead_can_be_turned_off() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new(many(5), Behaviour::default());
+        let p = proxy(
+            config(dir.path(), "tag", "read_ahead = false\n"),
+            fake.clone(),
+            Default::default(),
+        );
+        let mut c = connect(&p).await;
+        c.login().await;
+        c.multi("RETR 1").await;
+        c.multi("RETR 2").await;
+        c.multi("RETR 3").await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(retr_log(&fake), vec!["RETR 1", "RETR 2", "RETR 3"]);
+        assert!(c.cmd("QUIT").await.is_ok());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_with_read_ahead_in_flight_deletes_nothing() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new(many(6), Behaviour::default());
+        let p = proxy(
+            config(dir.path(), "tag", ""),
+            fake.clone(),
+            Default::default(),
+        );
+        let mut c = connect(&p).await;
+        c.login().await;
+        c.multi("RETR 1").await;
+        c.multi("RETR 2").await;
+        assert!(c.cmd("DELE 1").await.is_ok());
+        assert!(until_sent(&fake, "RETR 3").await);
+        drop(c);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(fake.quits(), 0);
+        assert_eq!(fake.uidls().len(), 6, "no QUIT, nothing deleted");
+    })
+    .await
+}
+
+// ---------------------------------------------------------------- scan budget
+
+#[tokio::test]
+async fn a_slow_first_scan_answers_within_the_budget_and_defers_the_rest() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let msgs = many(10);
+        // No PIPELINING: one scan command at a time, so the budget can stop the requests.
+        let b = Behaviour {
+            capa: Some(vec!["TOP", "UIDL", "USER"]),
+            ..Behaviour::default()
+        };
+        let fake = Fake::new(msgs.clone(), b);
+        let config = config(
+            dir.path(),
+            "hide",
+            "scan_budget = 1\ndelete_hidden = true\n",
+        );
+        let calls = Arc::new(AtomicUsize::new(0));
+        let filter = Arc::new(popguard::filter::Filter::new(&config).unwrap());
+        let counted = calls.clone();
+        let p = Arc::new(
+            popguard::proxy::Proxy::new(config, filter, fake.clone())
+                .unwrap()
+                .with_scorer(move |_user, bytes| {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    // A slow scorer: 10 messages would take 3 s, three times the budget.
+                    std::thread::sleep(Duration::from_millis(300));
+                    let spam = bytes.windows(7).any(|w| w == b"SPAM-ME");
+                    let hits = vec![popguard::filter::Hit {
+                        name: if spam { "TEST_SPAM" } else { "TEST_HAM" }.into(),
+                        score: if spam { 10.0 } else { 0.5 },
+                        description: String::new(),
+                    }];
+                    popguard::filter::Verdict::from_hits(hits, 5.0, 3.0)
+                }),
+        );
+        let ham = msgs
+            .iter()
+            .filter(|m| !String::from_utf8_lossy(&m.data).contains("SPAM-ME"))
+            .count();
+        let mut seen = Vec::new();
+        for session in 0..6 {
+            let mut c = connect(&p).await;
+            c.login().await;
+            let t = std::time::Instant::now();
+            let stat = c.cmd("STAT").await;
+            let elapsed = t.elapsed();
+            assert!(
+                elapsed < Duration::from_millis(2500),
+                "session {session}: STAT took {elapsed:?} with a 1 s budget"
+            );
+            let visible: usize = stat.text.split(' ').next().unwrap().parse().unwrap();
+            seen.push(visible);
+            // Everything shown is whole and in upstream order.
+            let (_, uidl) = c.multi("UIDL").await;
+            for line in lines(&uidl) {
+                let (n, u) = line.split_once(' ').unwrap();
+                let (_, body) = c.multi(&format!("RETR {n}")).await;
+                let m = msgs.iter().find(|m| m.uidl == u).unwrap();
+                assert_eq!(untag(&body), m.data);
+            }
+            // QUIT with delete_hidden: hidden spam goes, deferred (unscanned) mail must not.
+            assert!(c.cmd("QUIT").await.is_ok());
+            if visible == ham {
+                break;
+            }
+        }
+        assert!(
+            seen[0] < ham,
+            "the first session was cut by the budget: {seen:?}"
+        );
+        assert_eq!(
+            *seen.last().unwrap(),
+            ham,
+            "later sessions catch up: {seen:?}"
+        );
+        assert!(
+            calls.load(Ordering::SeqCst) <= msgs.len(),
+            "each message scored once across sessions"
+        );
+        let left = fake.uidls();
+        for m in &msgs {
+            let spam = String::from_utf8_lossy(&m.data).contains("SPAM-ME");
+            assert_eq!(
+                left.contains(&m.uidl),
+                !spam,
+                "{}: only scored spam is deleted (delete_hidden), never unscanned mail",
+                m.uidl
+            );
+        }
+    })
+    .await
+}

@@ -5,6 +5,7 @@
 
 pub mod capa;
 pub mod mailbox_map;
+pub mod read_ahead;
 pub mod sasl;
 pub mod scan;
 pub mod session;
@@ -36,6 +37,8 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent client sessions; each holds at most a few bounded buffers, so this bounds the proxy's memory.
 pub const DEFAULT_MAX_SESSIONS: usize = 64;
+/// Default first-scan budget: half of the shortest common client timeout (Outlook's 60 s).
+pub const DEFAULT_SCAN_BUDGET: Duration = Duration::from_secs(30);
 /// The listen address when neither the config nor `--listen` names one: loopback only, so a fresh install is not
 /// an open relay on the LAN.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1110";
@@ -146,6 +149,16 @@ pub struct ProxyConfig {
     pub delete_hidden: bool,
     /// Concurrent client sessions; further connections wait.
     pub max_sessions: usize,
+    /// When a client retrieves messages one after another without pipelining, ask the upstream for the next
+    /// messages (up to 256 KiB each, a few at a time) while the client takes this one, so it does not wait for two round trips per
+    /// message. Servers that flag retrieved mail as seen (Dovecot's IMAP view) then flag those next messages a
+    /// little early; set `false` to ask only for what the client asked.
+    pub read_ahead: bool,
+    /// Seconds the first scan of a session may take before the proxy answers the client with what it has scored
+    /// so far; messages not scanned by then are left out of this session (untouched upstream) and scanned first
+    /// in the next one, as verdicts are cached. Keeps a large new maildrop from timing out the client (Outlook
+    /// waits 60 s by default, Thunderbird 100 s, mpop 180 s). 0: no limit.
+    pub scan_budget: u64,
 }
 
 impl Default for ProxyConfig {
@@ -171,6 +184,8 @@ impl Default for ProxyConfig {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT.as_secs(),
             delete_hidden: false,
             max_sessions: DEFAULT_MAX_SESSIONS,
+            read_ahead: true,
+            scan_budget: DEFAULT_SCAN_BUDGET.as_secs(),
         }
     }
 }
@@ -187,6 +202,11 @@ impl ProxyConfig {
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout.max(1))
+    }
+
+    /// The first-scan time limit, if any.
+    pub fn scan_budget(&self) -> Option<Duration> {
+        (self.scan_budget > 0).then(|| Duration::from_secs(self.scan_budget))
     }
 
     /// True when a certificate and key are configured for client TLS.

@@ -157,6 +157,8 @@ pub struct ScanSettings {
     /// Keep the scanned prefix of spam in the quarantine (hide mode).
     pub quarantine: Option<Quarantine>,
     pub parallel: usize,
+    /// When to stop asking for more messages (`proxy.scan_budget`); the rest are [`Outcome::Deferred`].
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// One message to scan.
@@ -186,6 +188,8 @@ pub enum Outcome {
     Known { upstream: u32, key: String },
     /// The upstream refused to send it.
     Failed { upstream: u32, reason: String },
+    /// Not scanned: the scan budget ran out first. Left out of this session, untouched upstream.
+    Deferred { upstream: u32 },
 }
 
 struct TaskOut {
@@ -220,20 +224,32 @@ where
     let mut retry = Vec::new();
     let mut scratch = Vec::with_capacity(crate::pop3::stream::READ_BUFFER);
 
+    let out_of_time = || {
+        settings
+            .deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+    };
     let mut sent = 0;
     while sent < jobs.len() && sent < window {
         up.queue(&command(jobs[sent].upstream, use_top));
         sent += 1;
     }
     up.flush().await?;
-    for job in &jobs {
+    for (i, job) in jobs.iter().enumerate() {
+        if i >= sent {
+            // Only reached once the budget stopped the requests: every answer asked for has been read.
+            outcomes.push(Outcome::Deferred {
+                upstream: job.upstream,
+            });
+            continue;
+        }
         let r = up.response().await?;
         let fetched = if r.is_ok() {
             Some(read_prefix(up, settings.scan_limit, &mut scratch).await?)
         } else {
             None
         };
-        if sent < jobs.len() {
+        if sent < jobs.len() && !out_of_time() {
             up.queue(&command(jobs[sent].upstream, use_top));
             sent += 1;
             up.flush().await?;
@@ -266,6 +282,12 @@ where
     }
     // Upstreams without TOP (or refusing it for one message) get RETR, one at a time.
     for job in &retry {
+        if out_of_time() {
+            outcomes.push(Outcome::Deferred {
+                upstream: job.upstream,
+            });
+            continue;
+        }
         let r = up.command(&Command::Retr(job.upstream)).await?;
         if !r.is_ok() {
             outcomes.push(Outcome::Failed {

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::capa::{self, CapaContext};
 use super::mailbox_map::{MailboxMap, MapError, MessageInfo};
+use super::read_ahead::{Answer, ReadAhead};
 use super::sasl;
 use super::scan::{self, Outcome, ScanJob, ScanSettings};
 use super::tag::{self, Eol, HeadEnd, TagPlan, TagSettings, TagVerdict};
@@ -103,6 +104,9 @@ struct Core<C: Connect> {
     bad_commands: u32,
     mailbox: Option<Mailbox>,
     store: Option<VerdictStore>,
+    /// Client number of the previous RETR (0: none), to spot a sequential download.
+    prev_retr: u32,
+    ahead: ReadAhead,
 }
 
 struct Session<C: Connect, S> {
@@ -154,6 +158,8 @@ pub async fn serve_connection<C, S>(
                 bad_commands: 0,
                 mailbox: None,
                 store: None,
+                prev_retr: 0,
+                ahead: ReadAhead::default(),
             },
         };
         let mut greeted = false;
@@ -710,6 +716,10 @@ where
     // ---- TRANSACTION ----
 
     async fn transaction(&mut self, cmd: Command) -> Result<Flow, SessionError> {
+        if !matches!(cmd, Command::Retr(_)) {
+            // The upstream answers in order: a read-ahead still on the wire is read before anything else is asked.
+            self.core.settle_ahead().await?;
+        }
         if matches!(
             cmd,
             Command::Stat
@@ -839,6 +849,7 @@ where
             && let Some(mb) = self.core.mailbox.as_mut()
         {
             let _ = mb.map.mark_deleted(n);
+            self.core.ahead.forget(m.upstream);
         }
         self.reply(r);
         Ok(())
@@ -869,12 +880,21 @@ where
         let head_cap = self.core.head_cap();
         let t = self.client_timeout();
         let Session { client, core } = self;
-        let up = core.upstream()?;
         let cmd = match top {
             None => Command::Retr(m.upstream),
             Some(l) => Command::Top(m.upstream, l),
         };
-        let r = up.command(&cmd).await?;
+        // A read-ahead of this very message answers it; the body may already be in memory.
+        let ahead = match (top, core.up.as_mut()) {
+            (None, Some(up)) => core.ahead.take(up, m.upstream).await?,
+            _ => None,
+        };
+        let (r, ready) = match ahead {
+            Some(Answer::OnWire(r)) => (r, None),
+            Some(Answer::Read(r, body)) => (r, body),
+            None => (core.upstream()?.command(&cmd).await?, None),
+        };
+        let up = core.upstream()?;
         if !r.is_ok() {
             client.queue_response(&r);
             return Ok(());
@@ -885,8 +905,8 @@ where
         });
 
         // Buffer the header (bounded by the cap), splice the tag, then stream the rest as it comes.
-        let mut head = Vec::new();
-        let mut done = false;
+        let mut done = ready.is_some();
+        let mut head = ready.unwrap_or_default();
         let end = loop {
             match tag::find_header_end(&head, head_cap) {
                 HeadEnd::NeedMore if !done => {
@@ -942,6 +962,22 @@ where
             && let Some(mb) = core.mailbox.as_mut()
         {
             mb.last = mb.last.max(n);
+        }
+        if top.is_none() {
+            let sequential = core.prev_retr != 0 && n == core.prev_retr.saturating_add(1);
+            core.prev_retr = n;
+            // A client that pipelines hides the round trip itself; one that waits for each answer gets the next
+            // message asked for while it takes this one.
+            if sequential && core.proxy.config.proxy.read_ahead && !client.has_buffered_input() {
+                let map = core.mailbox.as_ref().map(|mb| &mb.map);
+                let lookup = |k: u32| {
+                    map.and_then(|m| m.get(k).ok())
+                        .map(|m| (m.upstream, m.upstream_size))
+                };
+                if let Some(up) = core.up.as_mut() {
+                    core.ahead.extend(up, n, lookup).await;
+                }
+            }
         }
         if top.is_none() && sent != m.client_size {
             warn!(
@@ -1011,6 +1047,14 @@ impl<C: Connect> Core<C> {
             p.upstream_timeout(),
         )
         .await
+    }
+
+    /// Reads any read-ahead answer still on the wire, so the next command's answer is the next thing read.
+    async fn settle_ahead(&mut self) -> Result<(), SessionError> {
+        if let Some(up) = self.up.as_mut() {
+            self.ahead.settle(up).await?;
+        }
+        Ok(())
     }
 
     fn upstream(&mut self) -> Result<&mut Upstream<C::Stream>, SessionError> {
@@ -1126,6 +1170,7 @@ impl<C: Connect> Core<C> {
             subject_prefix: prefix.clone(),
             quarantine: quarantine.clone(),
             parallel: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            deadline: config.proxy.scan_budget().map(|b| started + b),
         };
         let known = |k: &str| cached(k).is_some();
         let outcomes = if jobs.is_empty() {
@@ -1136,8 +1181,12 @@ impl<C: Connect> Core<C> {
 
         let mut new_entries = Vec::new();
         let mut hidden_now = Vec::new();
+        let mut deferred = HashSet::new();
         for o in outcomes {
             match o {
+                Outcome::Deferred { upstream } => {
+                    deferred.insert(upstream);
+                }
                 Outcome::Scored {
                     upstream,
                     key,
@@ -1212,6 +1261,14 @@ impl<C: Connect> Core<C> {
         let mut tags = HashMap::new();
         let mut keys = HashSet::new();
         for &(u, size) in &listing.sizes {
+            if deferred.contains(&u) {
+                // Not scored in time: out of this session's view (not hidden, so never deleted as spam), and
+                // scanned first thing next time.
+                if let Some(uidl) = uidl_of(u) {
+                    keys.insert(uidl);
+                }
+                continue;
+            }
             let mut info = MessageInfo {
                 upstream: u,
                 upstream_size: size,
@@ -1256,6 +1313,14 @@ impl<C: Connect> Core<C> {
                 keys.insert(uidl.clone());
             }
             infos.push(info);
+        }
+        if !deferred.is_empty() {
+            info!(
+                deferred = deferred.len(),
+                budget_secs = config.proxy.scan_budget,
+                "scan budget reached: the messages not scanned yet are left out of this session (untouched \
+                 upstream) and scanned first in the next one"
+            );
         }
         let map = MailboxMap::new(infos);
         info!(
