@@ -73,12 +73,19 @@ fn big_message() -> Vec<u8> {
 
 /// A proxy process in front of Dovecot's plain port, with a fresh data directory.
 fn start_proxy(upstream: SocketAddr, work: &Path) -> (ChildGuard, SocketAddr) {
+    start_proxy_with(upstream, work, "")
+}
+
+/// [`start_proxy`] with extra `[proxy]` settings.
+fn start_proxy_with(upstream: SocketAddr, work: &Path, proxy: &str) -> (ChildGuard, SocketAddr) {
     let data = tempfile::tempdir_in(work).unwrap().keep();
     let cfg = data.join("popguard.toml");
-    std::fs::write(&cfg, "[dnsbl]\nenabled = false\n").unwrap();
+    std::fs::write(&cfg, format!("[dnsbl]\nenabled = false\n[proxy]\n{proxy}")).unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = spawn([
         "proxy".to_string(),
+        // Info level: the first scan's duration is read from the log.
+        "-v".into(),
         "--config".into(),
         cfg.display().to_string(),
         "--data-dir".into(),
@@ -102,6 +109,13 @@ fn start_proxy(upstream: SocketAddr, work: &Path) -> (ChildGuard, SocketAddr) {
 /// Downloads every message with a plain POP3 session (LIST, then RETR one by one, discarding the bytes as they
 /// stream); returns (messages, bytes). Checks each LIST size against what RETR delivers.
 async fn raw_download(addr: SocketAddr, user: &str) -> (usize, u64) {
+    let (n, bytes, _) = raw_download_timed(addr, user).await;
+    (n, bytes)
+}
+
+/// [`raw_download`], also returning how long the client waited from connecting until LIST was answered.
+async fn raw_download_timed(addr: SocketAddr, user: &str) -> (usize, u64, Duration) {
+    let started = Instant::now();
     let mut s = Pop3Stream::new(TcpStream::connect(addr).await.unwrap());
     assert!(s.read_response().await.unwrap().is_ok());
     for line in [
@@ -114,6 +128,7 @@ async fn raw_download(addr: SocketAddr, user: &str) -> (usize, u64) {
         assert!(r.is_ok(), "{line}: {r}");
     }
     let list = s.read_multiline(16 << 20).await.unwrap();
+    let list_answered = started.elapsed();
     let sizes: Vec<u64> = String::from_utf8_lossy(&list)
         .lines()
         .filter_map(|l| l.split_once(' ').and_then(|(_, s)| s.parse().ok()))
@@ -144,7 +159,7 @@ async fn raw_download(addr: SocketAddr, user: &str) -> (usize, u64) {
     }
     s.write_raw(b"QUIT\r\n").await.unwrap();
     let _ = s.read_response().await;
-    (sizes.len(), total)
+    (sizes.len(), total, list_answered)
 }
 
 async fn mpop_download(addr: SocketAddr) -> usize {
@@ -158,6 +173,27 @@ async fn mpop_download(addr: SocketAddr) -> usize {
         .await
         .unwrap_or_else(|e| panic!("mpop: {e}"))
         .len()
+}
+
+/// The first scan's duration from the proxy's `maildrop ready ... elapsed_ms=N` log line.
+fn scan_ms(log: &str) -> Option<u64> {
+    log.lines()
+        .filter(|l| l.contains("maildrop ready"))
+        .filter_map(|l| l.split("elapsed_ms=").nth(1))
+        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .max()
+}
+
+/// The bytes a client receives from the upstream directly: each message with CRLF line endings.
+fn bytes_direct(msgs: &[Vec<u8>]) -> f64 {
+    msgs.iter()
+        .map(|m| {
+            let lf = m.iter().filter(|&&b| b == b'\n').count();
+            let crlf = m.windows(2).filter(|w| w == b"\r\n").count();
+            let tail = usize::from(!m.ends_with(b"\n"));
+            (m.len() + lf - crlf + 2 * tail) as f64
+        })
+        .sum()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -231,17 +267,30 @@ fn main() {
             let mut direct = Vec::new();
             let mut first = Vec::new();
             let mut cached = Vec::new();
+            let mut scans = Vec::new();
             for _ in 0..REPS {
                 let (t, n) = timed(run(dv.addr())).await;
                 assert_eq!(n, msgs.len());
                 direct.push(t);
-                let (_proxy, addr) = start_proxy(dv.addr(), work.path());
+                let (proxy, addr) = start_proxy(dv.addr(), work.path());
                 let (t, n) = timed(run(addr)).await;
                 assert_eq!(n, msgs.len());
                 first.push(t);
+                if let Some(ms) = scan_ms(&proxy.stderr()) {
+                    scans.push(Duration::from_millis(ms));
+                }
                 let (t, n) = timed(run(addr)).await;
                 assert_eq!(n, msgs.len());
                 cached.push(t);
+            }
+            if !scans.is_empty() {
+                let sc = median(scans);
+                println!(
+                    "{label}: first scan of {} messages took {:.3}s in the proxy ({:.0} messages/s)",
+                    msgs.len(),
+                    sc.as_secs_f64(),
+                    msgs.len() as f64 / sc.as_secs_f64()
+                );
             }
             let (d, f, c) = (median(direct), median(first), median(cached));
             let ratio = |t: Duration| d.as_secs_f64() / t.as_secs_f64();
@@ -254,6 +303,40 @@ fn main() {
                 c.as_secs_f64(),
                 ratio(c)
             );
+        }
+
+        // Tag sizing (issue 3): `exact` scores every new message before answering LIST; `fixed` answers at once
+        // and scores each message as it is retrieved, at the cost of a padded tag on every message.
+        {
+            let mut rows = Vec::new();
+            for (mode, extra) in [("exact", ""), ("fixed", "tag_sizing = \"fixed\"\n")] {
+                let mut total = Vec::new();
+                let mut wait = Vec::new();
+                let mut bytes = 0;
+                for _ in 0..REPS {
+                    let (_proxy, addr) = start_proxy_with(dv.addr(), work.path(), extra);
+                    let t = Instant::now();
+                    let (n, b, to_list) = raw_download_timed(addr, USER).await;
+                    assert_eq!(n, msgs.len());
+                    total.push(t.elapsed());
+                    wait.push(to_list);
+                    bytes = b;
+                }
+                rows.push((mode, median(wait), median(total), bytes));
+            }
+            let (t0, _) = timed(raw_download(dv.addr(), USER)).await;
+            for (mode, wait, total, bytes) in rows {
+                println!(
+                    "tag_sizing = {mode}: first download by the raw client: LIST answered after {:.3}s, all {} \
+                     messages in {:.3}s ({:.2}x direct {:.3}s), {:.1} kB added to the mail",
+                    wait.as_secs_f64(),
+                    msgs.len(),
+                    total.as_secs_f64(),
+                    t0.as_secs_f64() / total.as_secs_f64(),
+                    t0.as_secs_f64(),
+                    (bytes as f64 - bytes_direct(&msgs)) / 1e3
+                );
+            }
         }
 
         // Peak memory while relaying one 50 MB message (first scan included: TOP reads up to the scan limit).

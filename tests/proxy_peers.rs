@@ -89,9 +89,14 @@ fn proxy_config(
     let ca = ca
         .map(|c| format!("ca_file = {:?}\n", c.to_str().unwrap()))
         .unwrap_or_default();
+    // "tag-fixed": tag with `tag_sizing = "fixed"` (no scan before LIST; every message grows by the same size).
+    let (action, sizing) = match action {
+        "tag-fixed" => ("tag", "tag_sizing = \"fixed\"\n"),
+        a => (a, ""),
+    };
     let text = format!(
         "data_dir = {:?}\n[proxy]\nupstream = \"{upstream}\"\nupstream_tls = \"{tls}\"\n{ca}action = \"{action}\"\n\
-         [dnsbl]\nenabled = false\n",
+         {sizing}[dnsbl]\nenabled = false\n",
         data.to_str().unwrap()
     );
     Arc::new(Config::parse(&text).unwrap())
@@ -300,6 +305,11 @@ peer_tests! {
     curl_tag: Curl, "tag";
     poplib_hide: Poplib, "hide";
     poplib_tag: Poplib, "tag";
+    fetchmail_tag_fixed_size: Fetchmail, "tag-fixed";
+    getmail_tag_fixed_size: Getmail, "tag-fixed";
+    mpop_tag_fixed_size: Mpop, "tag-fixed";
+    curl_tag_fixed_size: Curl, "tag-fixed";
+    poplib_tag_fixed_size: Poplib, "tag-fixed";
 }
 
 /// Clients that remember UIDLs fetch the visible mail once; new ham later arrives alone; hidden spam never does.

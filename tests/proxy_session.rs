@@ -990,3 +990,78 @@ async fn a_slow_first_scan_answers_within_the_budget_and_defers_the_rest() {
     })
     .await
 }
+
+// ---------------------------------------------------------------- fixed tag sizing
+
+#[tokio::test]
+async fn fixed_tag_sizing_answers_at_once_and_keeps_every_size_true() {
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let msgs = many(7);
+        let fake = Fake::new(msgs.clone(), Behaviour::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let config = config(dir.path(), "tag", "tag_sizing = \"fixed\"\n");
+        let p = proxy(config, fake.clone(), calls.clone());
+        let fixed = popguard::proxy::tag::FIXED_TAG_SIZE;
+
+        let mut c = connect(&p).await;
+        c.login().await;
+        let (_, list) = c.multi("LIST").await;
+        assert_eq!(calls.load(Ordering::SeqCst), 0, "no scan before LIST");
+        assert!(
+            !fake.log().iter().any(|l| l.starts_with("TOP")),
+            "{:?}",
+            fake.log()
+        );
+        let list = lines(&list);
+        for (i, m) in msgs.iter().enumerate() {
+            assert_eq!(list[i], format!("{} {}", i + 1, m.data.len() + fixed));
+        }
+        // TOP first: scored then, and RETR shows the same header.
+        let (_, top) = c.multi("TOP 3 0").await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let mut bodies = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            let (r, body) = c.multi(&format!("RETR {}", i + 1)).await;
+            assert_eq!(r.text, format!("{} octets", m.data.len() + fixed));
+            assert_eq!(body.len(), m.data.len() + fixed, "RETR {} size", i + 1);
+            assert_eq!(untag(&body), m.data);
+            let text = String::from_utf8_lossy(&body).into_owned();
+            let spam = String::from_utf8_lossy(&m.data).contains("SPAM-ME");
+            assert_eq!(text.starts_with("X-Spam-Flag: YES\r\n"), spam, "{text}");
+            assert_eq!(text.contains("Subject: [SPAM] "), spam);
+            if spam {
+                assert!(!text.contains("X-Spam-Status: No"));
+            } else {
+                assert!(text.starts_with("X-Spam-Status: No, score=0.5"));
+            }
+            bodies.push(body);
+        }
+        let head_end = bodies[2].windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(top, &bodies[2][..head_end], "TOP and RETR agree");
+        assert_eq!(calls.load(Ordering::SeqCst), msgs.len(), "each scored once");
+        assert!(c.cmd("QUIT").await.is_ok());
+
+        // The verdicts reached on RETR are cached: the next session scores nothing and sends the same bytes.
+        // (The session writes them after QUIT: wait for that, bounded.)
+        let cached = || {
+            popguard::store::verdicts::VerdictStore::open(dir.path(), "alice")
+                .map(|s| s.len())
+                .unwrap_or(0)
+        };
+        for _ in 0..100 {
+            if cached() == msgs.len() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(cached(), msgs.len());
+        let mut c = connect(&p).await;
+        c.login().await;
+        let (_, again) = c.multi("RETR 1").await;
+        assert!(c.cmd("QUIT").await.is_ok());
+        assert_eq!(calls.load(Ordering::SeqCst), msgs.len(), "cached verdicts");
+        assert_eq!(again, bodies[0]);
+    })
+    .await
+}

@@ -102,6 +102,19 @@ pub enum ScanMethod {
     Retr,
 }
 
+/// How `action = "tag"` keeps LIST sizes true.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TagSizing {
+    /// Score every new message before the first STAT/LIST answer (as `hide` must), so each message grows by
+    /// exactly its own tag.
+    #[default]
+    Exact,
+    /// Answer at once: every message grows by the same fixed number of bytes (the tag padded to
+    /// `proxy::tag::FIXED_TAG_SIZE`), and is scored when it is retrieved. Needs UIDL upstream; else `exact`.
+    Fixed,
+}
+
 /// `[proxy]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -159,6 +172,9 @@ pub struct ProxyConfig {
     /// in the next one, as verdicts are cached. Keeps a large new maildrop from timing out the client (Outlook
     /// waits 60 s by default, Thunderbird 100 s, mpop 180 s). 0: no limit.
     pub scan_budget: u64,
+    /// With `action = "tag"`: `exact` (score before the first LIST; each message grows by its own tag) or
+    /// `fixed` (answer LIST at once; every message grows by the same padded 400-byte tag, scored on RETR/TOP).
+    pub tag_sizing: TagSizing,
 }
 
 impl Default for ProxyConfig {
@@ -186,6 +202,7 @@ impl Default for ProxyConfig {
             max_sessions: DEFAULT_MAX_SESSIONS,
             read_ahead: true,
             scan_budget: DEFAULT_SCAN_BUDGET.as_secs(),
+            tag_sizing: TagSizing::Exact,
         }
     }
 }

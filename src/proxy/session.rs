@@ -21,14 +21,18 @@ use super::sasl;
 use super::scan::{self, Outcome, ScanJob, ScanSettings};
 use super::tag::{self, Eol, HeadEnd, TagPlan, TagSettings, TagVerdict};
 use super::upstream::{Connect, Route, Target, Upstream, UpstreamError};
-use super::{Action, ClientTls, Proxy};
-use crate::filter::Class;
+use super::{Action, ClientTls, Proxy, TagSizing};
+use crate::config::Config;
+use crate::filter::{Class, Verdict};
 use crate::pop3::{Command, Pop3Error, Pop3Stream, RespCode, Response, SaslResponse, Status};
 use crate::secret::Secret;
 use crate::store::quarantine::{Quarantine, QuarantineEntry};
 use crate::store::verdicts::{CachedVerdict, VerdictStore, now_secs};
 use crate::tls::{self, MaybeTls};
 
+/// Verdicts reached during a session (`tag_sizing = "fixed"`) are written to the cache in batches of this many,
+/// and at the end: a crash loses at most a batch, which is only scored again.
+const PENDING_BATCH: usize = 64;
 /// Malformed commands tolerated per session: a client that sends only garbage is not speaking POP3.
 pub const MAX_BAD_COMMANDS: u32 = 20;
 /// The pseudo-rule added to a released message's `X-Spam-Status`, so the user sees why spam got through.
@@ -85,6 +89,9 @@ struct Mailbox {
     keys: HashSet<String>,
     /// Highest client number retrieved with RETR since login or RSET, for LAST.
     last: u32,
+    /// `tag_sizing = "fixed"` in force: every message was promised [`tag::FIXED_TAG_SIZE`] more bytes, and
+    /// messages without a tag yet are scored when retrieved.
+    fixed: bool,
 }
 
 /// Everything but the client stream (which is replaced on STLS).
@@ -107,6 +114,8 @@ struct Core<C: Connect> {
     /// Client number of the previous RETR (0: none), to spot a sequential download.
     prev_retr: u32,
     ahead: ReadAhead,
+    /// Verdicts reached after the first scan (`tag_sizing = "fixed"`), not yet in the verdict cache.
+    pending: Vec<(String, CachedVerdict)>,
 }
 
 struct Session<C: Connect, S> {
@@ -160,6 +169,7 @@ pub async fn serve_connection<C, S>(
                 store: None,
                 prev_retr: 0,
                 ahead: ReadAhead::default(),
+                pending: Vec::new(),
             },
         };
         let mut greeted = false;
@@ -871,11 +881,19 @@ where
                 return Ok(());
             }
         };
-        let tag = self
+        let fixed = self.core.mailbox.as_ref().is_some_and(|mb| mb.fixed);
+        if fixed && top.is_some() && !self.core.has_tag(m.upstream) {
+            // TOP must show the tag RETR will: score the message the way the scan does, first.
+            self.core.score_now(&m).await?;
+        }
+        let mut tag = self
             .core
             .mailbox
             .as_ref()
             .and_then(|mb| mb.tags.get(&m.upstream).cloned());
+        // Fixed sizes: a message not scored yet is scored from the first `scan_limit` bytes of this RETR.
+        let score_inline = fixed && tag.is_none();
+        let scan_limit = self.core.proxy.config.filter.scan_limit;
         let settings = self.core.tag_settings();
         let head_cap = self.core.head_cap();
         let t = self.client_timeout();
@@ -894,7 +912,11 @@ where
             Some(Answer::Read(r, body)) => (r, body),
             None => (core.upstream()?.command(&cmd).await?, None),
         };
-        let up = core.upstream()?;
+        // The field, not `core.upstream()`: scoring below reads other fields of `core` meanwhile.
+        let up = core
+            .up
+            .as_mut()
+            .ok_or(SessionError::Client(Pop3Error::Closed))?;
         if !r.is_ok() {
             client.queue_response(&r);
             return Ok(());
@@ -916,7 +938,49 @@ where
                 e => break e,
             }
         };
+        if score_inline {
+            while !done && head.len() < scan_limit {
+                done = up.chunk(&mut head).await.map_err(SessionError::MidBody)?;
+            }
+            let prefix = &head[..head.len().min(scan_limit)];
+            let user = core.user.clone();
+            let verdict = core.proxy.scorer.score(user.as_deref(), prefix).await;
+            let subject_delta = tag::subject_edit(
+                prefix,
+                tag::head_end(prefix, head_cap, done && head.len() <= scan_limit),
+                head_cap,
+                &settings.prefix,
+                Eol::Crlf,
+            )
+            .len();
+            let cv = cached_verdict(
+                &verdict,
+                u32::try_from(subject_delta).unwrap_or(u32::MAX),
+                &settings.prefix,
+            );
+            let tg = msg_tag(&cv, &settings, true);
+            if let Some(mb) = core.mailbox.as_mut() {
+                mb.tags.insert(m.upstream, tg.clone());
+            }
+            if let Some(key) = &m.uidl {
+                core.pending.push((key.clone(), cv));
+            }
+            tag = Some(tg);
+        }
         let plan = match &tag {
+            Some(tg) if fixed => tag::plan_fixed(
+                &head,
+                end,
+                head_cap,
+                TagVerdict {
+                    class: tg.class,
+                    score: tg.score,
+                    rules: &tg.rules,
+                },
+                &settings,
+                Eol::Crlf,
+                tag::FIXED_TAG_SIZE,
+            ),
             Some(tg) => tag::plan(
                 &head,
                 end,
@@ -962,6 +1026,9 @@ where
             && let Some(mb) = core.mailbox.as_mut()
         {
             mb.last = mb.last.max(n);
+        }
+        if core.pending.len() >= PENDING_BATCH {
+            core.persist_pending().await;
         }
         if top.is_none() {
             let sequential = core.prev_retr != 0 && n == core.prev_retr.saturating_add(1);
@@ -1022,6 +1089,71 @@ where
     }
 }
 
+/// How a scan runs, from the config (no time limit: the first scan sets one).
+fn scan_settings(config: &Config, head_cap: usize, quarantine: Option<Quarantine>) -> ScanSettings {
+    ScanSettings {
+        method: config.proxy.scan,
+        top_lines: config.proxy.top_lines(config.filter.scan_limit),
+        scan_limit: config.filter.scan_limit,
+        head_cap,
+        subject_prefix: config.proxy.subject_prefix.clone(),
+        quarantine,
+        parallel: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        deadline: None,
+    }
+}
+
+/// A verdict as the per-user cache keeps it.
+fn cached_verdict(verdict: &Verdict, subject_delta: u32, prefix: &str) -> CachedVerdict {
+    CachedVerdict {
+        class: verdict.class,
+        score: verdict.score,
+        rules: verdict
+            .rule_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        subject_delta,
+        prefix: prefix.to_owned(),
+        released: false,
+        at: now_secs(),
+    }
+}
+
+/// The tag for a cached verdict and the bytes it adds: its own size, or the fixed size.
+fn msg_tag(v: &CachedVerdict, settings: &TagSettings, fixed: bool) -> MsgTag {
+    let class = v.effective_class();
+    let mut rules = v.rules.clone();
+    if v.released {
+        rules.push(RELEASED_RULE.to_owned());
+    }
+    let promised = if fixed {
+        tag::FIXED_TAG_SIZE as u64
+    } else {
+        let fields = tag::status_fields(
+            TagVerdict {
+                class,
+                score: v.score,
+                rules: &rules,
+            },
+            settings,
+            Eol::Crlf,
+        );
+        fields.len() as u64
+            + if class == Class::Spam {
+                u64::from(v.subject_delta)
+            } else {
+                0
+            }
+    };
+    MsgTag {
+        class,
+        score: v.score,
+        rules,
+        promised,
+    }
+}
+
 async fn write_chunk<S>(
     client: &mut Pop3Stream<S>,
     data: &[u8],
@@ -1047,6 +1179,64 @@ impl<C: Connect> Core<C> {
             p.upstream_timeout(),
         )
         .await
+    }
+
+    fn has_tag(&self, upstream: u32) -> bool {
+        self.mailbox
+            .as_ref()
+            .is_some_and(|mb| mb.tags.contains_key(&upstream))
+    }
+
+    /// Scores one message now, as the first scan would have (`tag_sizing = "fixed"`, before its first TOP).
+    async fn score_now(&mut self, m: &MessageInfo) -> Result<(), SessionError> {
+        self.settle_ahead().await?;
+        let settings = scan_settings(&self.proxy.config, self.head_cap(), None);
+        let scorer = self.proxy.scorer.clone();
+        let user = self.user.clone().unwrap_or_default();
+        let job = ScanJob {
+            upstream: m.upstream,
+            uidl: m.uidl.clone(),
+        };
+        let up = self.upstream()?;
+        let outcomes = scan::scan(up, &scorer, &user, vec![job], &settings, &|_| false).await?;
+        let tag_settings = self.tag_settings();
+        for o in outcomes {
+            if let Outcome::Scored {
+                upstream,
+                key,
+                verdict,
+                subject_delta,
+                ..
+            } = o
+            {
+                let cv = cached_verdict(&verdict, subject_delta, &tag_settings.prefix);
+                if let Some(mb) = self.mailbox.as_mut() {
+                    mb.tags.insert(upstream, msg_tag(&cv, &tag_settings, true));
+                }
+                self.pending.push((key, cv));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the verdicts reached since the last write to the per-user cache.
+    async fn persist_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let store = self.store.take();
+        self.store = tokio::task::spawn_blocking(move || {
+            let mut store = store;
+            if let Some(s) = store.as_mut()
+                && let Err(e) = s.insert_many(batch)
+            {
+                warn!("verdict cache not saved: {e}");
+            }
+            store
+        })
+        .await
+        .unwrap_or(None);
     }
 
     /// Reads any read-ahead answer still on the wire, so the next command's answer is the next thing read.
@@ -1161,17 +1351,16 @@ impl<C: Connect> Core<C> {
                 None => jobs.push(ScanJob { upstream: u, uidl }),
             }
         }
+        // Fixed tag sizes need no scan before LIST; the cache key is the UIDL, so without UIDL it is `exact`.
+        let fixed = action == Action::Tag
+            && config.proxy.tag_sizing == TagSizing::Fixed
+            && listing.uidls.is_some();
+        if fixed {
+            jobs.clear();
+        }
         let scanned = jobs.len();
-        let settings = ScanSettings {
-            method: config.proxy.scan,
-            top_lines: config.proxy.top_lines(config.filter.scan_limit),
-            scan_limit: config.filter.scan_limit,
-            head_cap,
-            subject_prefix: prefix.clone(),
-            quarantine: quarantine.clone(),
-            parallel: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            deadline: config.proxy.scan_budget().map(|b| started + b),
-        };
+        let mut settings = scan_settings(&config, head_cap, quarantine.clone());
+        settings.deadline = config.proxy.scan_budget().map(|b| started + b);
         let known = |k: &str| cached(k).is_some();
         let outcomes = if jobs.is_empty() {
             Vec::new()
@@ -1194,20 +1383,7 @@ impl<C: Connect> Core<C> {
                     subject_delta,
                     summary,
                 } => {
-                    let rules: Vec<String> = verdict
-                        .rule_names()
-                        .into_iter()
-                        .map(str::to_owned)
-                        .collect();
-                    let cv = CachedVerdict {
-                        class: verdict.class,
-                        score: verdict.score,
-                        rules: rules.clone(),
-                        subject_delta,
-                        prefix: prefix.clone(),
-                        released: false,
-                        at: now_secs(),
-                    };
+                    let cv = cached_verdict(&verdict, subject_delta, &prefix);
                     if action == Action::Hide && verdict.is_spam() {
                         let s = summary.unwrap_or_default();
                         hidden_now.push(QuarantineEntry::new(
@@ -1215,7 +1391,7 @@ impl<C: Connect> Core<C> {
                             &s.from,
                             &s.subject,
                             verdict.score,
-                            rules,
+                            cv.rules.clone(),
                         ));
                     }
                     new_entries.push((key.clone(), cv.clone()));
@@ -1278,39 +1454,17 @@ impl<C: Connect> Core<C> {
             };
             if let Some((key, v)) = verdicts.get(&u) {
                 keys.insert(key.clone());
-                let class = v.effective_class();
-                let mut rules = v.rules.clone();
-                if v.released {
-                    rules.push(RELEASED_RULE.to_owned());
+                let tg = msg_tag(v, &settings, fixed);
+                info.client_size = size + tg.promised;
+                info.hidden = action == Action::Hide && tg.class == Class::Spam;
+                tags.insert(u, tg);
+            } else {
+                if let Some(uidl) = &info.uidl {
+                    keys.insert(uidl.clone());
                 }
-                let fields = tag::status_fields(
-                    TagVerdict {
-                        class,
-                        score: v.score,
-                        rules: &rules,
-                    },
-                    &settings,
-                    Eol::Crlf,
-                );
-                let promised = fields.len() as u64
-                    + if class == Class::Spam {
-                        u64::from(v.subject_delta)
-                    } else {
-                        0
-                    };
-                info.client_size = size + promised;
-                info.hidden = action == Action::Hide && class == Class::Spam;
-                tags.insert(
-                    u,
-                    MsgTag {
-                        class,
-                        score: v.score,
-                        rules,
-                        promised,
-                    },
-                );
-            } else if let Some(uidl) = &info.uidl {
-                keys.insert(uidl.clone());
+                if fixed {
+                    info.client_size = size + tag::FIXED_TAG_SIZE as u64;
+                }
             }
             infos.push(info);
         }
@@ -1336,12 +1490,14 @@ impl<C: Connect> Core<C> {
             has_uidl: listing.uidls.is_some(),
             keys,
             last: 0,
+            fixed,
         });
         Ok(())
     }
 
     /// End of session: prune per-user state of messages that left the maildrop (only after a full listing).
-    async fn finish(self) {
+    async fn finish(mut self) {
+        self.persist_pending().await;
         let (Some(mb), Some(user)) = (self.mailbox, self.user) else {
             return;
         };

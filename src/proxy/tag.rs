@@ -15,6 +15,9 @@ pub const RFC5322_MAX_LINE: usize = 998;
 pub const RFC5322_FOLD_WIDTH: usize = 78;
 /// RFC 2047 §2: "An 'encoded-word' may not be more than 75 characters long".
 pub const RFC2047_MAX_WORD: usize = 75;
+/// Bytes every message grows by with `tag_sizing = "fixed"`: room for the three `X-Spam-*` fields with a dozen
+/// rule names and the Subject prefix; smaller tags are padded to it, larger ones lose rule names (then the prefix).
+pub const FIXED_TAG_SIZE: usize = 400;
 /// Longest rule name written into `X-Spam-Status`; names are identifiers, this only stops a runaway one.
 const MAX_RULE_NAME: usize = 64;
 
@@ -183,6 +186,64 @@ pub fn plan(
     } else {
         SubjectEdit::None
     };
+    TagPlan { top, subject }
+}
+
+/// [`plan`] grown or shrunk to add exactly `size` bytes (at least 128), for `tag_sizing = "fixed"`, where LIST
+/// promises the size before the message is scored. Ham always gets its status field. When the tag is too long,
+/// rule names are dropped from the end (the list then ends in `...`), then the Subject prefix; when it is short,
+/// the last `X-Spam-Status` line is padded with spaces (an unstructured field, so they carry no meaning).
+pub fn plan_fixed(
+    head: &[u8],
+    end: HeadEnd,
+    cap: usize,
+    verdict: TagVerdict<'_>,
+    settings: &TagSettings,
+    eol: Eol,
+    size: usize,
+) -> TagPlan {
+    let settings = TagSettings {
+        mark_ham: true,
+        ..settings.clone()
+    };
+    let mut subject = if verdict.class == Class::Spam {
+        subject_edit(head, end, cap, &settings.prefix, eol)
+    } else {
+        SubjectEdit::None
+    };
+    let mut kept = verdict.rules.len();
+    let mut top = loop {
+        let mut rules: Vec<String> = verdict.rules[..kept].to_vec();
+        if kept < verdict.rules.len() {
+            rules.push("...".into());
+        }
+        let top = status_fields(
+            TagVerdict {
+                rules: &rules,
+                ..verdict
+            },
+            &settings,
+            eol,
+        );
+        if top.len() + subject.len() <= size {
+            break top;
+        }
+        if !subject.is_empty() && kept == 0 {
+            subject = SubjectEdit::None;
+        } else if kept > 0 {
+            kept -= 1;
+        } else {
+            // Not even the bare fields fit: `size` is below the documented minimum. Send them anyway; the
+            // caller's size check logs the difference.
+            break top;
+        }
+    };
+    let pad = size.saturating_sub(top.len() + subject.len());
+    if pad > 0 {
+        // The fields end with the line ending: pad just before it.
+        let at = top.len() - eol.bytes().len();
+        top.splice(at..at, std::iter::repeat_n(b' ', pad));
+    }
     TagPlan { top, subject }
 }
 
@@ -466,6 +527,54 @@ mod tests {
 
     fn rules() -> Vec<String> {
         vec!["SUBJ_ALL_CAPS".into(), "FROM_FREEMAIL".into()]
+    }
+
+    #[test]
+    fn fixed_plans_add_exactly_the_fixed_size() {
+        let long: Vec<String> = (0..60)
+            .map(|i| format!("SOME_LONG_RULE_NAME_{i}"))
+            .collect();
+        let msgs: [&[u8]; 4] = [
+            b"From: a@b\r\nSubject: hello\r\n\r\nbody\r\n",
+            b"From: a@b\r\n\r\nno subject\r\n",
+            b"Subject: =?UTF-8?B?w6nDqcOp?=\r\n\r\nx",
+            b"Subject: [SPAM] already\r\n\r\n",
+        ];
+        for msg in msgs {
+            let end = head_end(msg, MAX_TAG_HEADER, true);
+            for class in [Class::Ham, Class::Unsure, Class::Spam] {
+                for rules in [Vec::new(), rules(), long.clone()] {
+                    let v = TagVerdict {
+                        class,
+                        score: 12.5,
+                        rules: &rules,
+                    };
+                    for s in [
+                        settings(),
+                        TagSettings {
+                            mark_ham: false,
+                            ..settings()
+                        },
+                    ] {
+                        let p =
+                            plan_fixed(msg, end, MAX_TAG_HEADER, v, &s, Eol::Crlf, FIXED_TAG_SIZE);
+                        assert_eq!(p.added_len(), FIXED_TAG_SIZE, "{class:?} {}", rules.len());
+                        let mut out = Vec::new();
+                        p.apply(msg, &mut out);
+                        assert_eq!(out.len(), msg.len() + FIXED_TAG_SIZE);
+                        let text = String::from_utf8(out).unwrap();
+                        assert!(text.starts_with("X-Spam-"), "ham is marked too: {text}");
+                        assert!(text.lines().all(|l| l.len() <= RFC5322_MAX_LINE));
+                        if rules.len() == 60 {
+                            assert!(text.contains("..."), "a cut rule list says so");
+                        }
+                        if class == Class::Spam && rules.len() < 60 && !text.contains("already") {
+                            assert!(text.contains("[SPAM]"), "{text}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Tags a whole message the way the proxy does and checks the size promise.
