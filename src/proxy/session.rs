@@ -968,31 +968,19 @@ where
             tag = Some(tg);
         }
         let plan = match &tag {
-            Some(tg) if fixed => tag::plan_fixed(
-                &head,
-                end,
-                head_cap,
-                TagVerdict {
+            Some(tg) => {
+                let v = TagVerdict {
                     class: tg.class,
                     score: tg.score,
                     rules: &tg.rules,
-                },
-                &settings,
-                Eol::Crlf,
-                tag::FIXED_TAG_SIZE,
-            ),
-            Some(tg) => tag::plan(
-                &head,
-                end,
-                head_cap,
-                TagVerdict {
-                    class: tg.class,
-                    score: tg.score,
-                    rules: &tg.rules,
-                },
-                &settings,
-                Eol::Crlf,
-            ),
+                };
+                if fixed {
+                    let size = tag::FIXED_TAG_SIZE;
+                    tag::plan_fixed(&head, end, head_cap, v, &settings, Eol::Crlf, size)
+                } else {
+                    tag::plan(&head, end, head_cap, v, &settings, Eol::Crlf)
+                }
+            }
             None => TagPlan::default(),
         };
         if let Some(tg) = &tag

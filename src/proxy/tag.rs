@@ -206,11 +206,7 @@ pub fn plan_fixed(
         mark_ham: true,
         ..settings.clone()
     };
-    let mut subject = if verdict.class == Class::Spam {
-        subject_edit(head, end, cap, &settings.prefix, eol)
-    } else {
-        SubjectEdit::None
-    };
+    let TagPlan { mut subject, .. } = plan(head, end, cap, verdict, &settings, eol);
     let mut kept = verdict.rules.len();
     let mut top = loop {
         let mut rules: Vec<String> = verdict.rules[..kept].to_vec();
