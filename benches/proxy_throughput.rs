@@ -1,10 +1,10 @@
 //! Proxy throughput and memory against the real peer: 1000 corpus messages downloaded directly from Dovecot and
 //! through `popguard proxy` (the binary, action tag, real filter without DNS), on the first scan (empty verdict
-//! cache) and with cached verdicts, by a raw streaming POP3 client (the proxy's own cost) and by mpop (a real
-//! client); then the proxy's peak RSS while relaying one 50 MB message.
+//! cache) and with cached verdicts, by a raw streaming POP3 client (the proxy's own cost) and by real clients
+//! (mpop, which pipelines, and Python's poplib, which does not); then the proxy's peak RSS while relaying one 50 MB message.
 //!
 //! Run: `cargo bench --profile dev --bench proxy_throughput -- [CORPUS_DIR] [raw]` (default `/tmp/corpus`, the
-//! extracted SpamAssassin dev corpus with `ham/` and `spam/`; `raw` skips the mpop runs). Needs Dovecot and mpop (`.ci/install-peers`).
+//! extracted SpamAssassin dev corpus with `ham/` and `spam/`; `raw` skips the real clients). Needs Dovecot, mpop and python3 (`.ci/install-peers`).
 //! Targets (issue 3): cached >= 0.9x direct throughput, first scan >= 0.5x, peak RSS for 50 MB < 32 MB.
 
 #[path = "../tests/common/mod.rs"]
@@ -162,16 +162,17 @@ async fn raw_download_timed(addr: SocketAddr, user: &str) -> (usize, u64, Durati
     (sizes.len(), total, list_answered)
 }
 
-async fn mpop_download(addr: SocketAddr) -> usize {
+/// A full download (keeping the mail upstream) by a real client; returns the message count.
+async fn client_download(client: Client, addr: SocketAddr) -> usize {
     let opts = Opts {
         keep: true,
         timeout: Some(Duration::from_secs(600)),
         ..Opts::default()
     };
-    Client::Mpop
+    client
         .fetch(addr, USER, PASS, &opts)
         .await
-        .unwrap_or_else(|e| panic!("mpop: {e}"))
+        .unwrap_or_else(|e| panic!("{}: {e}", client.name()))
         .len()
 }
 
@@ -230,7 +231,10 @@ fn main() {
         .find(|a| *a != "raw")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp/corpus"));
-    if !common::require_peer("dovecot") || !common::require_peer("mpop") {
+    if !common::require_peer("dovecot")
+        || !common::require_peer("mpop")
+        || !common::require_peer("poplib")
+    {
         return;
     }
     let msgs = corpus_messages(&corpus);
@@ -252,14 +256,17 @@ fn main() {
         let bytes: usize = msgs.iter().map(Vec::len).sum();
         println!("proxy_throughput: {} messages, {:.1} MB, Dovecot at {}", msgs.len(), bytes as f64 / 1e6, dv.addr());
 
-        let clients: &[(bool, &str)] =
-            if raw_only { &[(false, "raw streaming client")] } else { &[(false, "raw streaming client"), (true, "mpop")] };
-        for &(client, label) in clients {
+        // mpop pipelines; poplib, like fetchmail and curl, sends one command at a time; the raw client is the
+        // worst case for a proxy: it does nothing with the mail, so the proxy's cost is all there is.
+        let raw = [(None, "raw streaming client")];
+        let real = [(Some(Client::Mpop), "mpop"), (Some(Client::Poplib), "poplib")];
+        let clients: Vec<(Option<Client>, &str)> =
+            if raw_only { raw.to_vec() } else { raw.iter().chain(real.iter()).copied().collect() };
+        for (client, label) in clients {
             let run = |addr: SocketAddr| async move {
-                if client {
-                    mpop_download(addr).await
-                } else {
-                    raw_download(addr, USER).await.0
+                match client {
+                    Some(c) => client_download(c, addr).await,
+                    None => raw_download(addr, USER).await.0,
                 }
             };
             // Warm-up: Dovecot's index and the page cache.
