@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::file::Target;
+use super::prefilter::Prefilter;
 use crate::message::MessageView;
 
 /// Compiled size allowed for one pattern (the regex crate's `size_limit`). Honest rules compile to a few KiB;
@@ -30,10 +31,11 @@ enum Group {
         set: RegexSet,
         rules: Vec<usize>,
     },
-    /// `(rule, regex)` per pattern.
+    /// `(rule, regex)` per pattern, and which of them can match a given text.
     Each {
         target: Target,
         patterns: Vec<(usize, Regex)>,
+        prefilter: Prefilter,
     },
 }
 
@@ -158,9 +160,11 @@ pub fn compile(pending: Vec<Pending>) -> Result<Compiled, String> {
     let mut groups = Vec::new();
     for (target, items) in by_target {
         if target.is_long_text() {
+            let prefilter = Prefilter::new(items.iter().map(|(_, p, _)| p.as_str()));
             groups.push(Group::Each {
                 target,
                 patterns: items.into_iter().map(|(r, _, re)| (r, re)).collect(),
+                prefilter,
             });
             continue;
         }
@@ -246,11 +250,17 @@ impl Compiled {
                         }
                     }
                 }
-                Group::Each { target, patterns } => {
+                Group::Each {
+                    target,
+                    patterns,
+                    prefilter,
+                } => {
                     let items = items(target, view, scratch);
-                    for (rule, re) in patterns {
+                    let mut maybe = vec![false; patterns.len()];
+                    prefilter.candidates(&items, &mut maybe);
+                    for ((rule, re), maybe) in patterns.iter().zip(maybe) {
                         // A rule with several patterns is decided by its first match.
-                        if hit.get(*rule).copied().unwrap_or(true) {
+                        if !maybe || hit.get(*rule).copied().unwrap_or(true) {
                             continue;
                         }
                         if items.iter().any(|t| re.is_match(t.as_bytes()))

@@ -9,6 +9,7 @@ mod builtin;
 mod compile;
 pub mod file;
 mod meta;
+mod prefilter;
 mod sender;
 
 use std::collections::HashMap;
