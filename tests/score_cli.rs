@@ -391,3 +391,59 @@ async fn nameserver_flag_points_blocklist_lookups_at_a_local_resolver() {
     assert!(rules.iter().any(|r| r == "DNSBL_TESTDBL"), "{lines:?}");
     assert!(dns.queries() > 0);
 }
+
+#[test]
+fn directories_maildirs_and_mbox_files_are_scored_per_message() {
+    let f = Fixture::new();
+    f.write("dir/b-ham.eml", HAM);
+    f.write("dir/a-spam.eml", SPAM);
+    f.write("dir/.hidden", SPAM);
+    f.write("Maildir/cur/1:2,S", HAM);
+    f.write("Maildir/new/2", SPAM);
+    f.write("Maildir/tmp/3", SPAM);
+    let mbox = format!(
+        "From a@b Mon Aug  5 08:51:39 2002\n{SPAM}\nFrom c@d Tue Sep  3 10:02:00 2024\n{HAM}"
+    );
+    f.write("box.mbox", &mbox);
+    let out = f.run(
+        &[
+            "score",
+            "--json",
+            "--no-network",
+            "dir",
+            "Maildir",
+            "box.mbox",
+            "ham.eml",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let got: Vec<(String, String)> = json_lines(&out)
+        .iter()
+        .map(|l| {
+            (
+                l["file"].as_str().unwrap().replace('\\', "/"),
+                l["verdict"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("dir/a-spam.eml", "spam"),
+        ("dir/b-ham.eml", "ham"),
+        ("Maildir/cur/1:2,S", "ham"),
+        ("Maildir/new/2", "spam"),
+        ("box.mbox#1", "spam"),
+        ("box.mbox#2", "ham"),
+        ("ham.eml", "ham"),
+    ]
+    .iter()
+    .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+    .collect();
+    assert_eq!(got, want);
+
+    // A directory that cannot be walked is reported like an unreadable file; the rest is still scored.
+    let out = f.run(&["score", "--no-network", "ham.eml", "nowhere/"], None);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stdout(&out).contains("ham.eml: ham"), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nowhere/: cannot read"));
+}

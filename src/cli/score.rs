@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use popguard::filter::bayes::source;
 use popguard::filter::{Filter, ScoreOptions, Verdict};
 use serde::Serialize;
 
@@ -28,7 +31,8 @@ pub struct Args {
     /// DNS server for blocklist lookups, e.g. 127.0.0.1:5353 (overrides the config).
     #[arg(long, value_name = "ADDR:PORT")]
     pub nameserver: Option<SocketAddr>,
-    /// Message files (RFC 5322, LF or CRLF line ends); `-` reads standard input.
+    /// Message files (RFC 5322, LF or CRLF line ends), directories or maildirs of them (walked like `train`
+    /// walks them), or mbox files (one result per message, `FILE#N`); `-` reads standard input.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 }
@@ -75,76 +79,150 @@ async fn score_all(args: &Args) -> anyhow::Result<ExitCode> {
     if let Some(ns) = args.nameserver {
         config.dnsbl.nameservers = vec![ns];
     }
-    let filter = std::sync::Arc::new(Filter::new(&config)?);
-    let scan_limit = filter.config().scan_limit;
-    let proxy_config = std::sync::Arc::new(config.proxy.clone());
-    let opts = ScoreOptions {
-        network: !args.no_network,
-        explain: args.explain,
-    };
+    let ctx = Arc::new(Context {
+        filter: Filter::new(&config)?,
+        proxy: config.proxy.clone(),
+        user: args.user.clone(),
+        opts: ScoreOptions {
+            network: !args.no_network,
+            explain: args.explain,
+        },
+    });
 
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut failed = 0usize;
+    let (mut failed, mut total) = (0usize, 0usize);
     // Files are read and scored on every core, a bounded window ahead of the output, which stays in argument
     // order: scoring is CPU-bound and a run over thousands of files should use the whole machine.
     let window =
         std::thread::available_parallelism().map_or(2, |n| n.get()) * SCORE_WINDOW_PER_CORE;
     let mut pending = std::collections::VecDeque::with_capacity(window);
-    let mut files = args.files.iter();
+    // Directories are walked lazily, one argument at a time.
+    let mut jobs = args.files.iter().flat_map(|p| jobs_for(p));
     loop {
         while pending.len() < window {
-            let Some(path) = files.next() else { break };
-            let (filter, proxy_config, path, user) = (
-                filter.clone(),
-                proxy_config.clone(),
-                path.clone(),
-                args.user.clone(),
-            );
-            pending.push_back(tokio::spawn(async move {
-                let name = path.display().to_string();
-                // `-` (stdin) is read here too: it can appear only once in a sensible call.
-                let message = match read_prefix(&path, scan_limit) {
-                    Ok(m) => m,
-                    Err(e) => return (name, Err(e)),
-                };
-                // The same prefix the proxy's first scan scores (`scan_lines` may cut it shorter than the limit).
-                let prefix =
-                    popguard::proxy::scanned_prefix(&message, &proxy_config, scan_limit + 1);
-                let verdict = filter.score(user.as_deref(), prefix, &opts).await;
-                (name, Ok(verdict))
-            }));
+            let Some(job) = jobs.next() else { break };
+            let ctx = ctx.clone();
+            pending.push_back(tokio::spawn(async move { ctx.run(job).await }));
         }
         let Some(task) = pending.pop_front() else {
             break;
         };
-        let (name, result) = task.await?;
-        match result {
-            Ok(verdict) if args.json => print_json(&mut out, &name, &verdict, args.explain)?,
-            Ok(verdict) => print_text(&mut out, &name, &verdict, args.explain)?,
-            Err(e) => {
-                failed += 1;
-                let error = format!("cannot read: {e}");
-                if args.json {
-                    serde_json::to_writer(&mut out, &JsonError { file: &name, error })
-                        .map_err(std::io::Error::from)?;
-                    writeln!(out)?;
-                } else {
-                    out.flush()?;
-                    eprintln!("popguard: {name}: {error}");
+        for (name, result) in task.await? {
+            total += 1;
+            match result {
+                Ok(verdict) if args.json => print_json(&mut out, &name, &verdict, args.explain)?,
+                Ok(verdict) => print_text(&mut out, &name, &verdict, args.explain)?,
+                Err(error) => {
+                    failed += 1;
+                    if args.json {
+                        serde_json::to_writer(&mut out, &JsonError { file: &name, error })
+                            .map_err(std::io::Error::from)?;
+                        writeln!(out)?;
+                    } else {
+                        out.flush()?;
+                        eprintln!("popguard: {name}: {error}");
+                    }
                 }
             }
         }
     }
     out.flush()?;
     if failed > 0 {
-        eprintln!(
-            "popguard: {failed} of {} files could not be read",
-            args.files.len()
-        );
+        eprintln!("popguard: {failed} of {total} files could not be read");
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What every scoring task shares.
+struct Context {
+    filter: Filter,
+    proxy: popguard::proxy::ProxyConfig,
+    user: Option<String>,
+    opts: ScoreOptions,
+}
+
+/// One unit of work: a file (or `-`), or an argument that could not be expanded.
+enum Job {
+    Path(PathBuf),
+    Failed(String, String),
+}
+
+/// The files an argument stands for: a directory (or maildir) is walked as `train` walks it; anything else is
+/// itself (a missing file is reported when it is read, in argument order).
+fn jobs_for(path: &Path) -> Vec<Job> {
+    if path.as_os_str() == "-" || !path.is_dir() {
+        return vec![Job::Path(path.to_owned())];
+    }
+    match source::files(path) {
+        Ok(files) => files.into_iter().map(Job::Path).collect(),
+        Err(e) => vec![Job::Failed(
+            path.display().to_string(),
+            format!("cannot read: {e}"),
+        )],
+    }
+}
+
+/// Results of one job, in order: `(file key, verdict or error text)`.
+type Scored = Vec<(String, Result<Verdict, String>)>;
+
+impl Context {
+    async fn run(&self, job: Job) -> Scored {
+        let path = match job {
+            Job::Path(p) => p,
+            Job::Failed(name, error) => return vec![(name, Err(error))],
+        };
+        let name = path.display().to_string();
+        let scan_limit = self.filter.config().scan_limit;
+        // `-` (stdin) is read here too: it can appear only once in a sensible call.
+        let message = match read_prefix(&path, scan_limit) {
+            Ok(m) => m,
+            Err(e) => return vec![(name, Err(format!("cannot read: {e}")))],
+        };
+        if path.as_os_str() != "-" && message.starts_with(b"From ") {
+            return self.run_mbox(&path, name).await;
+        }
+        vec![(name, Ok(self.score(&message).await))]
+    }
+
+    /// Every message of an mbox file, keyed `FILE#N` (just `FILE` when it holds one message).
+    async fn run_mbox(&self, path: &Path, name: String) -> Scored {
+        let scan_limit = self.filter.config().scan_limit;
+        let mut reader = match std::fs::File::open(path) {
+            Ok(f) => source::MboxReader::new(std::io::BufReader::new(f)),
+            Err(e) => return vec![(name, Err(format!("cannot read: {e}")))],
+        };
+        let mut results = Vec::new();
+        loop {
+            match reader.next_message() {
+                Ok(Some((mut bytes, _))) => {
+                    bytes.truncate(scan_limit.saturating_add(1));
+                    let key = format!("{name}#{}", results.len() + 1);
+                    results.push((key, Ok(self.score(&bytes).await)));
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let key = format!("{name}#{}", results.len() + 1);
+                    results.push((key, Err(format!("cannot read: {e}"))));
+                    break;
+                }
+            }
+        }
+        if let [(key, _)] = &mut results[..] {
+            *key = name;
+        }
+        results
+    }
+
+    async fn score(&self, message: &[u8]) -> Verdict {
+        let scan_limit = self.filter.config().scan_limit;
+        // The same prefix the proxy's first scan scores (`scan_lines` may cut it shorter than the limit).
+        let prefix = popguard::proxy::scanned_prefix(message, &self.proxy, scan_limit + 1);
+        self.filter
+            .score(self.user.as_deref(), prefix, &self.opts)
+            .await
+    }
 }
 
 /// Reads at most `limit + 1` bytes: the filter scores only `limit` bytes, and the extra byte tells it the

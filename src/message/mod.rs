@@ -183,8 +183,8 @@ impl MessageView {
             {
                 self.walk(inner, depth + 1, budget);
             }
-            if let Some(kind) = recoverable(part) {
-                self.recover(part, raw, kind);
+            if let Some((text, html)) = recover_cut_part(part, raw) {
+                self.recover(&text, html);
             }
         }
         for id in message.text_body.iter().take(MAX_PARTS) {
@@ -210,24 +210,14 @@ impl MessageView {
         }
     }
 
-    /// Decodes a text part mail-parser left undecoded (see `recoverable`) from its raw bytes.
-    fn recover(&mut self, part: &MessagePart<'_>, raw: &[u8], kind: Recover) {
-        let body = raw
-            .get(part.offset_body as usize..part.offset_end as usize)
-            .unwrap_or_default();
-        let bytes = match kind.encoding {
-            Encoding::Base64 => decode::base64_lenient(body),
-            Encoding::QuotedPrintable => decode::quoted_printable_lenient(body),
-            Encoding::None => body.to_vec(),
-        };
-        let charset = part.content_type().and_then(|ct| ct.attribute("charset"));
-        let text = decode::to_utf8(&bytes, charset);
-        if kind.html {
-            append_text(&mut self.html, &text);
-            let text = mail_parser::decoders::html::html_to_text(&text);
+    /// Adds a text part mail-parser left undecoded (see `recover_cut_part`).
+    fn recover(&mut self, text: &str, html: bool) {
+        if html {
+            append_text(&mut self.html, text);
+            let text = mail_parser::decoders::html::html_to_text(text);
             append_text(&mut self.body_text, &text);
         } else {
-            append_text(&mut self.body_text, &text);
+            append_text(&mut self.body_text, text);
         }
     }
 
@@ -299,6 +289,23 @@ impl MessageView {
         self.urls = found_urls;
         self.url_hosts = found_hosts;
     }
+}
+
+/// The text of a text/plain or text/html part that mail-parser kept raw because its transfer encoding did not
+/// end cleanly (the last part of a scanned prefix), decoded leniently to UTF-8; and whether it is HTML. None for
+/// every other part. `raw` is the message the part was parsed from (`Message::raw_message`).
+pub fn recover_cut_part(part: &MessagePart<'_>, raw: &[u8]) -> Option<(String, bool)> {
+    let kind = recoverable(part)?;
+    let body = raw
+        .get(part.offset_body as usize..part.offset_end as usize)
+        .unwrap_or_default();
+    let bytes = match kind.encoding {
+        Encoding::Base64 => decode::base64_lenient(body),
+        Encoding::QuotedPrintable => decode::quoted_printable_lenient(body),
+        Encoding::None => body.to_vec(),
+    };
+    let charset = part.content_type().and_then(|ct| ct.attribute("charset"));
+    Some((decode::to_utf8(&bytes, charset), kind.html))
 }
 
 /// How to recover a part that mail-parser could not decode.

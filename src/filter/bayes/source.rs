@@ -60,8 +60,19 @@ pub struct SourceMessage {
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<Input>, SourceError> {
     let mut out = Vec::new();
     for p in paths {
-        expand_one(p, 0, &mut out)?;
+        for file in files(p)? {
+            out.push(sniff(&file)?);
+        }
     }
+    Ok(out)
+}
+
+/// The files under `path` in name order (a maildir contributes `cur/` and `new/`; hidden files and maildir
+/// `tmp/` are skipped), or `path` itself when it is a file. Files are not opened: `popguard score` reads
+/// each one on a worker anyway.
+pub fn files(path: &Path) -> Result<Vec<PathBuf>, SourceError> {
+    let mut out = Vec::new();
+    expand_one(path, 0, &mut out)?;
     Ok(out)
 }
 
@@ -69,10 +80,10 @@ fn is_maildir(dir: &Path) -> bool {
     dir.join("cur").is_dir() || dir.join("new").is_dir()
 }
 
-fn expand_one(path: &Path, depth: usize, out: &mut Vec<Input>) -> Result<(), SourceError> {
+fn expand_one(path: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
     let meta = fs::metadata(path).map_err(|e| io_err(path, e))?;
     if meta.is_file() {
-        out.push(sniff(path)?);
+        out.push(path.to_owned());
         return Ok(());
     }
     if !meta.is_dir() {

@@ -216,11 +216,17 @@ fn message_tokens(msg: &Message<'_>, em: &mut Emitter, depth: usize, parts_left:
             return;
         }
         *parts_left -= 1;
-        part_tokens(part, em, depth, parts_left);
+        part_tokens(msg.raw_message.as_ref(), part, em, depth, parts_left);
     }
 }
 
-fn part_tokens(part: &MessagePart<'_>, em: &mut Emitter, depth: usize, parts_left: &mut usize) {
+fn part_tokens(
+    raw: &[u8],
+    part: &MessagePart<'_>,
+    em: &mut Emitter,
+    depth: usize,
+    parts_left: &mut usize,
+) {
     let mut ctype = String::new();
     for h in part.headers.iter().take(MAX_HEADERS) {
         match &h.value {
@@ -254,6 +260,22 @@ fn part_tokens(part: &MessagePart<'_>, em: &mut Emitter, depth: usize, parts_lef
             }
             _ => {}
         }
+    }
+    // A text part cut before its closing boundary (the scan limit falls inside it) is kept undecoded by
+    // mail-parser: decode it here, as the rules' view does, so its words count. Only a part that runs to the
+    // end of the input: other badly encoded parts keep the tokens the models were trained on.
+    let cut = part.offset_end as usize >= raw.len();
+    if let Some((text, html)) = cut
+        .then(|| crate::message::recover_cut_part(part, raw))
+        .flatten()
+    {
+        eight_bit_tokens(&text, em);
+        if html {
+            html_tokens(&text, em);
+        } else {
+            text_tokens(&text, em);
+        }
+        return;
     }
     match &part.body {
         PartType::Text(t) => {

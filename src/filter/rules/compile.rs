@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use regex::bytes::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 use super::file::Target;
+use super::prefilter::Prefilter;
 use crate::message::MessageView;
 
 /// Compiled size allowed for one pattern (the regex crate's `size_limit`). Honest rules compile to a few KiB;
@@ -20,6 +21,9 @@ pub const MAX_NEST: u32 = 64;
 /// Occurrences counted for `min_matches` (a count rule never needs more than this to decide).
 pub const MAX_MIN_MATCHES: u32 = 1000;
 
+/// One pattern of a target: its rule, text and compiled regex.
+type Item = (usize, String, Regex);
+
 /// Compiled patterns of one target. Short items are matched with one `RegexSet` (one pass per item for all
 /// patterns); long texts with one `Regex` per pattern (see `compile` for why).
 #[derive(Debug)]
@@ -30,10 +34,11 @@ enum Group {
         set: RegexSet,
         rules: Vec<usize>,
     },
-    /// `(rule, regex)` per pattern.
+    /// `(rule, regex)` per pattern, and which of them can match a given text.
     Each {
         target: Target,
         patterns: Vec<(usize, Regex)>,
+        prefilter: Prefilter,
     },
 }
 
@@ -134,7 +139,7 @@ fn syntax_error(text: &str) -> String {
 /// sets (whole set, or sets of 1-8 patterns) than as separate regexes; item targets are short, so one set pass
 /// per item wins there.
 pub fn compile(pending: Vec<Pending>) -> Result<Compiled, String> {
-    let mut by_target: BTreeMap<Target, Vec<(usize, String, Regex)>> = BTreeMap::new();
+    let mut by_target: BTreeMap<Target, Vec<Item>> = BTreeMap::new();
     let mut rules = Vec::with_capacity(pending.len());
     for p in pending {
         let mut counters = Vec::new();
@@ -155,14 +160,58 @@ pub fn compile(pending: Vec<Pending>) -> Result<Compiled, String> {
             counters,
         });
     }
-    let mut groups = Vec::new();
-    for (target, items) in by_target {
+    let targets: Vec<(Target, Vec<Item>)> = by_target.into_iter().collect();
+    let groups = par_map(&targets, |(target, items)| {
+        group(target.clone(), items.clone())
+    });
+    Ok(Compiled {
+        groups: groups.into_iter().collect::<Result<_, _>>()?,
+        rules,
+    })
+}
+
+/// `f` over every item on every core, results in item order (rule compilation at start-up).
+pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if workers <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut out: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        done.push((i, f(item)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Compiles the patterns of one target.
+fn group(target: Target, items: Vec<Item>) -> Result<Group, String> {
+    {
         if target.is_long_text() {
-            groups.push(Group::Each {
+            let prefilter = Prefilter::new(items.iter().map(|(_, p, _)| p.as_str()));
+            return Ok(Group::Each {
                 target,
                 patterns: items.into_iter().map(|(r, _, re)| (r, re)).collect(),
+                prefilter,
             });
-            continue;
         }
         let set = RegexSetBuilder::new(items.iter().map(|(_, p, _)| p.as_str()))
             .unicode(false)
@@ -176,13 +225,12 @@ pub fn compile(pending: Vec<Pending>) -> Result<Compiled, String> {
                     items.len()
                 )
             })?;
-        groups.push(Group::Set {
+        Ok(Group::Set {
             target,
             set,
             rules: items.into_iter().map(|(r, _, _)| r).collect(),
-        });
+        })
     }
-    Ok(Compiled { groups, rules })
 }
 
 impl Target {
@@ -246,11 +294,17 @@ impl Compiled {
                         }
                     }
                 }
-                Group::Each { target, patterns } => {
+                Group::Each {
+                    target,
+                    patterns,
+                    prefilter,
+                } => {
                     let items = items(target, view, scratch);
-                    for (rule, re) in patterns {
+                    let mut maybe = vec![false; patterns.len()];
+                    prefilter.candidates(&items, &mut maybe);
+                    for ((rule, re), maybe) in patterns.iter().zip(maybe) {
                         // A rule with several patterns is decided by its first match.
-                        if hit.get(*rule).copied().unwrap_or(true) {
+                        if !maybe || hit.get(*rule).copied().unwrap_or(true) {
                             continue;
                         }
                         if items.iter().any(|t| re.is_match(t.as_bytes()))

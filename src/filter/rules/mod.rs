@@ -9,6 +9,7 @@ mod builtin;
 mod compile;
 pub mod file;
 mod meta;
+mod prefilter;
 mod sender;
 
 use std::collections::HashMap;
@@ -603,6 +604,23 @@ impl Loader {
     ) -> Layer {
         let mut pending = Vec::new();
         let mut metas: Vec<(usize, meta::Expr, &file::RuleSpec)> = Vec::new();
+        // Every pattern compiled up front, on every core: compiling the default set is most of popguard's
+        // start-up time, and `popguard score` on a few files should not wait for it.
+        let texts: Vec<&str> = specs
+            .iter()
+            .flat_map(|s| &s.rules)
+            .filter_map(|r| match &r.kind {
+                RuleKind::Pattern { patterns, .. } => Some(patterns),
+                RuleKind::Meta { .. } => None,
+            })
+            .flatten()
+            .map(|(text, _)| text.as_str())
+            .collect();
+        let checked: HashMap<&str, Result<regex::bytes::Regex, String>> = texts
+            .iter()
+            .copied()
+            .zip(compile::par_map(&texts, |t| compile::check_pattern(t)))
+            .collect();
         for r in specs.iter().flat_map(|s| &s.rules) {
             // Skip rules that were rejected as duplicates (their index belongs to the first definition).
             let Some(&idx) = names.get(&r.name) else {
@@ -624,7 +642,11 @@ impl Loader {
                 } => {
                     let mut compiled = Vec::with_capacity(patterns.len());
                     for (text, line) in patterns {
-                        match compile::check_pattern(text) {
+                        let result = checked
+                            .get(text.as_str())
+                            .cloned()
+                            .unwrap_or_else(|| compile::check_pattern(text));
+                        match result {
                             Ok(re) => compiled.push((text.clone(), re)),
                             Err(e) => self.invalid(&r.file, *line, format!("{}: {e}", r.name)),
                         }
