@@ -109,13 +109,19 @@ impl Filter {
     pub async fn score(&self, user: Option<&str>, message: &[u8], opts: &ScoreOptions) -> Verdict {
         let truncated = message.len() > self.config.scan_limit;
         let message = &message[..message.len().min(self.config.scan_limit)];
-        let mut view = MessageView::parse(message);
+        // One MIME parse serves the rules' view and the Bayes tokenizer (a panic in mail-parser costs this message
+        // its parse, never the caller).
+        let parsed =
+            std::panic::catch_unwind(|| crate::message::PARSER.parse(message)).unwrap_or(None);
+        let mut view = MessageView::from_parsed(message, parsed.as_ref());
         view.truncated |= truncated;
 
         let mut hits = self.rules.evaluate(user, &view);
         let mut skipped = Vec::new();
 
-        let bayes = self.bayes.score(user, message, opts.explain);
+        let shared =
+            bayes::tokenize::Tokenizer::takes_shared_parse(message).then_some(parsed.as_ref());
+        let bayes = self.bayes.score_parsed(user, message, shared, opts.explain);
         let (probability, evidence) = match bayes {
             Ok(Some(b)) => {
                 hits.extend(b.hits);

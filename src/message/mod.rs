@@ -76,9 +76,27 @@ pub struct MessageView {
     pub truncated: bool,
 }
 
+/// The one MIME parse of a scored message, shared by the rules' view and the Bayes tokenizer: MIME headers, From
+/// (an address) and Received structurally, every other field as RFC 2047-decoded text. [`MessageView::fill`]
+/// decodes each value from the message bytes itself; the tokenizer reads the decoded text (and re-decodes From
+/// and Received from their bytes).
+pub static PARSER: std::sync::LazyLock<MessageParser> = std::sync::LazyLock::new(|| {
+    MessageParser::new()
+        .with_mime_headers()
+        .default_header_text()
+        .header_address(HeaderName::From)
+        .header_received(HeaderName::Received)
+});
+
 impl MessageView {
     /// Parses a message (or its scanned prefix). Never fails: unparseable parts are skipped.
     pub fn parse(raw: &[u8]) -> MessageView {
+        let parsed = std::panic::catch_unwind(|| PARSER.parse(raw)).unwrap_or(None);
+        MessageView::from_parsed(raw, parsed.as_ref())
+    }
+
+    /// The view of `raw` from its parse by [`PARSER`] (`None`: mail-parser found no message, or failed).
+    pub fn from_parsed(raw: &[u8], parsed: Option<&Message<'_>>) -> MessageView {
         let header_end = find_header_end(raw);
         let fresh = || MessageView {
             raw_headers: raw_header_block(raw, header_end),
@@ -89,9 +107,9 @@ impl MessageView {
         // proxy session. The fallback still lets body rules see the text.
         std::panic::catch_unwind(|| {
             let mut view = fresh();
-            match MessageParser::new().parse(raw) {
+            match parsed {
                 Some(message) if !message.parts.is_empty() => {
-                    view.fill(&message);
+                    view.fill(message);
                     if header_end.is_none() && view.body_text.is_empty() {
                         // No blank line: either a bare header block or text that merely looks like one
                         // ("word: word"). Body rules see it too; a real header block rarely trips them.

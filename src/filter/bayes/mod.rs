@@ -564,13 +564,31 @@ impl BayesScorer {
         message: &[u8],
         explain: bool,
     ) -> Result<Option<BayesResult>, BayesError> {
+        self.score_parsed(user, message, None, explain)
+    }
+
+    /// [`BayesScorer::score`], reusing `parsed` (the message's parse by [`crate::message::PARSER`]) when given.
+    /// The message must be no longer than the scan limit.
+    pub fn score_parsed(
+        &self,
+        user: Option<&str>,
+        message: &[u8],
+        parsed: Option<Option<&mail_parser::Message<'_>>>,
+        explain: bool,
+    ) -> Result<Option<BayesResult>, BayesError> {
         if !self.config.enabled {
             return Ok(None);
         }
         let Some((db, model)) = self.model_for(user)? else {
             return Ok(None);
         };
-        let tokens = self.tokenize(message, explain);
+        let tokens =
+            match parsed {
+                Some(p) if message.len() <= self.scan_limit.max(1) => self
+                    .tokenizer
+                    .tokenize_parsed(message, p, self.config.max_tokens_per_message, explain),
+                _ => self.tokenize(message, explain),
+            };
         let result = self.score_tokens(&db, &tokens, explain, model);
         if let Some(u) = user {
             self.autolearn(u, message, tokens.hashes, result.probability)?;

@@ -12,7 +12,8 @@
 
 use std::collections::HashMap;
 
-use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, PartType};
+use mail_parser::parsers::MessageStream;
+use mail_parser::{HeaderName, HeaderValue, Message, MessagePart, PartType};
 
 /// Bytes of a message the tokenizer looks at. The filter already cuts messages to `filter.scan_limit`
 /// (256 KiB by default); this is the hard stop for any other caller.
@@ -93,6 +94,25 @@ struct Emitter {
 }
 
 impl Emitter {
+    /// The distinct hashes (at most `max_tokens`, a fair sample by hash order) and, when kept, their names.
+    fn finish(self, max_tokens: usize) -> TokenSet {
+        let mut hashes = self.hashes;
+        hashes.sort_unstable();
+        hashes.dedup();
+        if hashes.len() > max_tokens.max(1) {
+            // Hash order is a fair random sample of the message's tokens.
+            hashes.truncate(max_tokens.max(1));
+        }
+        let names = match self.names {
+            Some(mut n) => {
+                n.retain(|h, _| hashes.binary_search(h).is_ok());
+                n
+            }
+            None => HashMap::new(),
+        };
+        TokenSet { hashes, names }
+    }
+
     fn full(&self) -> bool {
         self.hashes.len() >= MAX_RAW_TOKENS
     }
@@ -131,9 +151,7 @@ impl Emitter {
 }
 
 /// Holds the configured MIME parser; build once and share (it is `Send + Sync`).
-pub struct Tokenizer {
-    parser: MessageParser,
-}
+pub struct Tokenizer {}
 
 impl Default for Tokenizer {
     fn default() -> Self {
@@ -149,13 +167,42 @@ impl std::fmt::Debug for Tokenizer {
 
 impl Tokenizer {
     pub fn new() -> Tokenizer {
-        // MIME headers parsed structurally (the parser needs them), every other field as RFC 2047-decoded text
-        // that this module splits itself.
-        Tokenizer {
-            parser: MessageParser::new()
-                .with_mime_headers()
-                .default_header_text(),
+        Tokenizer {}
+    }
+
+    /// True when `raw` can be tokenized from [`crate::message::PARSER`]'s parse of the same bytes (the filter
+    /// then parses once for rules and Bayes): no mbox separator to strip, nothing to cut.
+    pub fn takes_shared_parse(raw: &[u8]) -> bool {
+        !raw.starts_with(b"From ") && raw.len() <= MAX_INPUT_BYTES
+    }
+
+    /// [`Tokenizer::tokenize`] from an existing parse of `raw` by [`crate::message::PARSER`] (see
+    /// [`Tokenizer::takes_shared_parse`]); `None`: it found no message.
+    pub fn tokenize_parsed(
+        &self,
+        raw: &[u8],
+        parsed: Option<&Message<'_>>,
+        max_tokens: usize,
+        keep_names: bool,
+    ) -> TokenSet {
+        let mut em = Emitter {
+            hashes: Vec::with_capacity(1024),
+            names: keep_names.then(HashMap::new),
+            text_budget: MAX_TEXT_BYTES,
+        };
+        match parsed {
+            Some(msg) => {
+                let mut parts_left = MAX_PARTS;
+                message_tokens(msg, &mut em, 0, &mut parts_left);
+            }
+            None => {
+                // Not even a header block: treat the bytes as text so something is learnt.
+                em.emit("meta:", "unparsable");
+                let text = String::from_utf8_lossy(raw);
+                text_tokens(&text, &mut em);
+            }
         }
+        em.finish(max_tokens)
     }
 
     /// The distinct tokens of `raw` (at most `max_tokens`), with their text when `keep_names`.
@@ -169,38 +216,8 @@ impl Tokenizer {
                 .map_or(raw.len(), |p| p + 1);
             raw = &raw[nl..];
         }
-        let mut em = Emitter {
-            hashes: Vec::with_capacity(1024),
-            names: keep_names.then(HashMap::new),
-            text_budget: MAX_TEXT_BYTES,
-        };
-        match self.parser.parse(raw) {
-            Some(msg) => {
-                let mut parts_left = MAX_PARTS;
-                message_tokens(&msg, &mut em, 0, &mut parts_left);
-            }
-            None => {
-                // Not even a header block: treat the bytes as text so something is learnt.
-                em.emit("meta:", "unparsable");
-                let text = String::from_utf8_lossy(raw);
-                text_tokens(&text, &mut em);
-            }
-        }
-        let mut hashes = em.hashes;
-        hashes.sort_unstable();
-        hashes.dedup();
-        if hashes.len() > max_tokens.max(1) {
-            // Hash order is a fair random sample of the message's tokens.
-            hashes.truncate(max_tokens.max(1));
-        }
-        let names = match em.names {
-            Some(mut n) => {
-                n.retain(|h, _| hashes.binary_search(h).is_ok());
-                n
-            }
-            None => HashMap::new(),
-        };
-        TokenSet { hashes, names }
+        let parsed = std::panic::catch_unwind(|| crate::message::PARSER.parse(raw)).unwrap_or(None);
+        self.tokenize_parsed(raw, parsed.as_ref(), max_tokens, keep_names)
     }
 }
 
@@ -370,9 +387,24 @@ fn header_tokens(msg: &Message<'_>, em: &mut Emitter) {
         if ignored_header(&lname) {
             continue;
         }
+        // The shared parse reads From and Received structurally (for the rules); here they are text, decoded
+        // from their bytes exactly as every other field was.
+        let redecoded;
         let value: &str = match &h.value {
             HeaderValue::Text(t) => t,
             HeaderValue::TextList(l) => l.first().map(|s| s.as_ref()).unwrap_or(""),
+            _ if matches!(h.name, HeaderName::From | HeaderName::Received) => {
+                let bytes = msg
+                    .raw_message
+                    .get(h.offset_start as usize..h.offset_end as usize)
+                    .unwrap_or_default();
+                redecoded = MessageStream::new(bytes).parse_unstructured();
+                match &redecoded {
+                    HeaderValue::Text(t) => t,
+                    HeaderValue::TextList(l) => l.first().map(|s| s.as_ref()).unwrap_or(""),
+                    _ => continue,
+                }
+            }
             _ => continue,
         };
         let value = truncate_str(value, MAX_HEADER_VALUE);
