@@ -233,7 +233,11 @@ fn read_prefix(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
     if path.as_os_str() == "-" {
         std::io::stdin().lock().take(cap).read_to_end(&mut buf)?;
     } else {
-        std::fs::File::open(path)?.take(cap).read_to_end(&mut buf)?;
+        let file = std::fs::File::open(path)?;
+        // `Take` hides the file's size from `read_to_end`: reserve it, so one read usually does.
+        let size = file.metadata().map_or(0, |m| m.len()).min(cap);
+        buf.reserve_exact(usize::try_from(size).unwrap_or(0));
+        file.take(cap).read_to_end(&mut buf)?;
     }
     Ok(buf)
 }

@@ -142,10 +142,15 @@ impl MessageView {
     fn fill(&mut self, message: &Message<'_>) {
         let raw = message.raw_message.as_ref();
         for header in message.headers().iter().take(MAX_HEADERS) {
-            let value_bytes = raw
-                .get(header.offset_start as usize..header.offset_end as usize)
-                .unwrap_or_default();
-            let mut value = decode_header_value(value_bytes);
+            // Fields the shared parse read as text are already decoded exactly as `decode_header_value` would;
+            // the structured ones (MIME, From, Received) are decoded from their bytes.
+            let mut value = match &header.value {
+                HeaderValue::Text(t) => t.to_string(),
+                _ => decode_header_value(
+                    raw.get(header.offset_start as usize..header.offset_end as usize)
+                        .unwrap_or_default(),
+                ),
+            };
             truncate_at_char(&mut value, MAX_HEADER_VALUE);
             let name = header.name.as_str().to_owned();
             if header.name == HeaderName::Received && self.received_ips.len() < MAX_RECEIVED_IPS {
