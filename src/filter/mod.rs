@@ -109,10 +109,8 @@ impl Filter {
     pub async fn score(&self, user: Option<&str>, message: &[u8], opts: &ScoreOptions) -> Verdict {
         let truncated = message.len() > self.config.scan_limit;
         let message = &message[..message.len().min(self.config.scan_limit)];
-        // One MIME parse serves the rules' view and the Bayes tokenizer (a panic in mail-parser costs this message
-        // its parse, never the caller).
-        let parsed =
-            std::panic::catch_unwind(|| crate::message::PARSER.parse(message)).unwrap_or(None);
+        // One MIME parse serves the rules' view and the Bayes tokenizer.
+        let parsed = crate::message::parse(message);
         let mut view = MessageView::from_parsed(message, parsed.as_ref());
         view.truncated |= truncated;
 

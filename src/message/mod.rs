@@ -77,9 +77,8 @@ pub struct MessageView {
 }
 
 /// The one MIME parse of a scored message, shared by the rules' view and the Bayes tokenizer: MIME headers, From
-/// (an address) and Received structurally, every other field as RFC 2047-decoded text. [`MessageView::fill`]
-/// decodes each value from the message bytes itself; the tokenizer reads the decoded text (and re-decodes From
-/// and Received from their bytes).
+/// (an address) and Received structurally, every other field as RFC 2047-decoded text. Both read that text, and
+/// decode the structured fields' bytes as text where they need them.
 pub static PARSER: std::sync::LazyLock<MessageParser> = std::sync::LazyLock::new(|| {
     MessageParser::new()
         .with_mime_headers()
@@ -88,11 +87,16 @@ pub static PARSER: std::sync::LazyLock<MessageParser> = std::sync::LazyLock::new
         .header_received(HeaderName::Received)
 });
 
+/// `raw` parsed by [`PARSER`]; `None` when mail-parser finds no message, or panics (it indexes on offsets derived
+/// from hostile input: a bug there costs one message its parse, never the caller).
+pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
+    std::panic::catch_unwind(|| PARSER.parse(raw)).unwrap_or(None)
+}
+
 impl MessageView {
     /// Parses a message (or its scanned prefix). Never fails: unparseable parts are skipped.
     pub fn parse(raw: &[u8]) -> MessageView {
-        let parsed = std::panic::catch_unwind(|| PARSER.parse(raw)).unwrap_or(None);
-        MessageView::from_parsed(raw, parsed.as_ref())
+        MessageView::from_parsed(raw, parse(raw).as_ref())
     }
 
     /// The view of `raw` from its parse by [`PARSER`] (`None`: mail-parser found no message, or failed).

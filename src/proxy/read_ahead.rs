@@ -69,10 +69,6 @@ impl ReadAhead {
         self.queue.is_empty()
     }
 
-    fn has_unread(&self) -> bool {
-        self.queue.iter().any(|e| matches!(e, Entry::Sent { .. }))
-    }
-
     /// Asks for client messages after `after` (the RETR just answered), as `lookup` resolves them to `(upstream
     /// number, size)`, until the window or budget is full or a message is missing, deleted or too large. A send
     /// that fails is left for the next command to meet.
@@ -81,15 +77,12 @@ impl ReadAhead {
         T: AsyncRead + AsyncWrite + Unpin + Send,
         F: Fn(u32) -> Option<(u32, u64)>,
     {
+        // Without pipelining, one: nothing is sent while any answer, read or not, is still held.
         let window = if up.pipelining() {
             READ_AHEAD_WINDOW
         } else {
             1
         };
-        // Without pipelining nothing may be sent while an answer is still unread.
-        if !up.pipelining() && self.has_unread() {
-            return;
-        }
         let mut next = if self.queue.is_empty() {
             after.saturating_add(1)
         } else {

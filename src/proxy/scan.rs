@@ -379,9 +379,8 @@ fn start_scoring(
     let subject_prefix = settings.subject_prefix.clone();
     let keep_spam = settings.quarantine.is_some();
     tasks.spawn(async move {
-        let verdict = filter.score(Some(&user), &prefix).await;
-        let edit = tag::subject_edit(&prefix, end, head_cap, &subject_prefix, Eol::Crlf);
-        let subject_delta = u32::try_from(edit.len()).unwrap_or(u32::MAX);
+        let (verdict, subject_delta) =
+            score_prefix(&filter, &user, &prefix, end, head_cap, &subject_prefix).await;
         let spam = verdict.is_spam();
         let summary = spam.then(|| summarize(&prefix));
         let spam_prefix = (spam && keep_spam).then(|| (key.clone(), prefix));
@@ -396,6 +395,21 @@ fn start_scoring(
             spam_prefix,
         }
     });
+}
+
+/// Scores a scanned prefix, and measures the Subject edit a spam tag would make to it (header end `end`, found with
+/// `head_cap`): the first scan, and `tag_sizing = "fixed"` scoring on retrieval, both go through here.
+pub async fn score_prefix(
+    filter: &Scorer,
+    user: &str,
+    prefix: &[u8],
+    end: HeadEnd,
+    head_cap: usize,
+    subject_prefix: &str,
+) -> (Verdict, u32) {
+    let verdict = filter.score(Some(user), prefix).await;
+    let edit = tag::subject_edit(prefix, end, head_cap, subject_prefix, Eol::Crlf);
+    (verdict, u32::try_from(edit.len()).unwrap_or(u32::MAX))
 }
 
 async fn collect(

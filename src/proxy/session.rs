@@ -943,29 +943,25 @@ where
                 done = up.chunk(&mut head).await.map_err(SessionError::MidBody)?;
             }
             let prefix = &head[..head.len().min(scan_limit)];
-            let user = core.user.clone();
-            let verdict = core.proxy.scorer.score(user.as_deref(), prefix).await;
-            let subject_delta = tag::subject_edit(
+            let end = tag::head_end(prefix, head_cap, done && head.len() <= scan_limit);
+            let user = core.user.as_deref().unwrap_or_default();
+            let (verdict, subject_delta) = scan::score_prefix(
+                &core.proxy.scorer,
+                user,
                 prefix,
-                tag::head_end(prefix, head_cap, done && head.len() <= scan_limit),
+                end,
                 head_cap,
                 &settings.prefix,
-                Eol::Crlf,
             )
-            .len();
-            let cv = cached_verdict(
+            .await;
+            tag = Some(record_fixed(
+                &mut core.mailbox,
+                &mut core.pending,
+                (m.upstream, m.uidl.clone()),
                 &verdict,
-                u32::try_from(subject_delta).unwrap_or(u32::MAX),
-                &settings.prefix,
-            );
-            let tg = msg_tag(&cv, &settings, true);
-            if let Some(mb) = core.mailbox.as_mut() {
-                mb.tags.insert(m.upstream, tg.clone());
-            }
-            if let Some(key) = &m.uidl {
-                core.pending.push((key.clone(), cv));
-            }
-            tag = Some(tg);
+                subject_delta,
+                &settings,
+            ));
         }
         let plan = match &tag {
             Some(tg) => {
@@ -1142,6 +1138,27 @@ fn msg_tag(v: &CachedVerdict, settings: &TagSettings, fixed: bool) -> MsgTag {
     }
 }
 
+/// Keeps a verdict reached after the first scan (`tag_sizing = "fixed"`): the message's tag for the rest of the
+/// session, and its cache entry (under `key`, when there is one) for the next batch written.
+fn record_fixed(
+    mailbox: &mut Option<Mailbox>,
+    pending: &mut Vec<(String, CachedVerdict)>,
+    (upstream, key): (u32, Option<String>),
+    verdict: &Verdict,
+    subject_delta: u32,
+    settings: &TagSettings,
+) -> MsgTag {
+    let cv = cached_verdict(verdict, subject_delta, &settings.prefix);
+    let tg = msg_tag(&cv, settings, true);
+    if let Some(mb) = mailbox {
+        mb.tags.insert(upstream, tg.clone());
+    }
+    if let Some(key) = key {
+        pending.push((key, cv));
+    }
+    tg
+}
+
 async fn write_chunk<S>(
     client: &mut Pop3Stream<S>,
     data: &[u8],
@@ -1197,11 +1214,14 @@ impl<C: Connect> Core<C> {
                 ..
             } = o
             {
-                let cv = cached_verdict(&verdict, subject_delta, &tag_settings.prefix);
-                if let Some(mb) = self.mailbox.as_mut() {
-                    mb.tags.insert(upstream, msg_tag(&cv, &tag_settings, true));
-                }
-                self.pending.push((key, cv));
+                record_fixed(
+                    &mut self.mailbox,
+                    &mut self.pending,
+                    (upstream, Some(key)),
+                    &verdict,
+                    subject_delta,
+                    &tag_settings,
+                );
             }
         }
         Ok(())

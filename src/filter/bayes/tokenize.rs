@@ -150,7 +150,8 @@ impl Emitter {
     }
 }
 
-/// Holds the configured MIME parser; build once and share (it is `Send + Sync`).
+/// The mail tokenizer. It holds no state (the MIME parser is [`crate::message::PARSER`]); kept as a type so
+/// callers keep one handle.
 pub struct Tokenizer {}
 
 impl Default for Tokenizer {
@@ -216,7 +217,7 @@ impl Tokenizer {
                 .map_or(raw.len(), |p| p + 1);
             raw = &raw[nl..];
         }
-        let parsed = std::panic::catch_unwind(|| crate::message::PARSER.parse(raw)).unwrap_or(None);
+        let parsed = crate::message::parse(raw);
         self.tokenize_parsed(raw, parsed.as_ref(), max_tokens, keep_names)
     }
 }

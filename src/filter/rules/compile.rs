@@ -204,33 +204,31 @@ pub fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec
 
 /// Compiles the patterns of one target.
 fn group(target: Target, items: Vec<Item>) -> Result<Group, String> {
-    {
-        if target.is_long_text() {
-            let prefilter = Prefilter::new(items.iter().map(|(_, p, _)| p.as_str()));
-            return Ok(Group::Each {
-                target,
-                patterns: items.into_iter().map(|(r, _, re)| (r, re)).collect(),
-                prefilter,
-            });
-        }
-        let set = RegexSetBuilder::new(items.iter().map(|(_, p, _)| p.as_str()))
-            .unicode(false)
-            .size_limit(MAX_SET_SIZE)
-            .dfa_size_limit(DFA_CACHE_SIZE)
-            .nest_limit(MAX_NEST)
-            .build()
-            .map_err(|e| {
-                format!(
-                    "the {} patterns on target {target} together do not compile: {e}",
-                    items.len()
-                )
-            })?;
-        Ok(Group::Set {
+    if target.is_long_text() {
+        let prefilter = Prefilter::new(items.iter().map(|(_, p, _)| p.as_str()));
+        return Ok(Group::Each {
             target,
-            set,
-            rules: items.into_iter().map(|(r, _, _)| r).collect(),
-        })
+            patterns: items.into_iter().map(|(r, _, re)| (r, re)).collect(),
+            prefilter,
+        });
     }
+    let set = RegexSetBuilder::new(items.iter().map(|(_, p, _)| p.as_str()))
+        .unicode(false)
+        .size_limit(MAX_SET_SIZE)
+        .dfa_size_limit(DFA_CACHE_SIZE)
+        .nest_limit(MAX_NEST)
+        .build()
+        .map_err(|e| {
+            format!(
+                "the {} patterns on target {target} together do not compile: {e}",
+                items.len()
+            )
+        })?;
+    Ok(Group::Set {
+        target,
+        set,
+        rules: items.into_iter().map(|(r, _, _)| r).collect(),
+    })
 }
 
 impl Target {
