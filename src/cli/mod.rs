@@ -75,20 +75,34 @@ impl CommonArgs {
 }
 
 pub fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
     let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        2 => "debug",
-        _ => "trace",
+        0 => LevelFilter::WARN,
+        1 => LevelFilter::INFO,
+        2 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // `RUST_LOG` as `level` or `target=level,...` lists (no span-field filters). `Targets` rather than
+    // `EnvFilter`: EnvFilter's regex support switches the regex crate to building full DFAs for every rule
+    // pattern, which doubled the rule engine's start-up time.
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) => spec.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("popguard: ignoring RUST_LOG={spec:?}: {e}");
+            Targets::new().with_default(default)
+        }),
+        Err(_) => Targets::new().with_default(default),
+    };
     // Colours only on a terminal: logs redirected to a file or journald stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr),
+        )
+        .with(filter)
         .try_init();
 }
 

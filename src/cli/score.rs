@@ -70,9 +70,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Files scored ahead of the output per core: enough to keep every core busy, few enough to bound memory
+/// Batches scored ahead of the output per core: enough to keep every core busy, few enough to bound memory
 /// (each holds at most `scan_limit` bytes).
-const SCORE_WINDOW_PER_CORE: usize = 4;
+const SCORE_WINDOW_PER_CORE: usize = 2;
+/// Files per scoring task: one task per file spent ~5% of a bulk run waking threads.
+const SCORE_BATCH: usize = 8;
 
 async fn score_all(args: &Args) -> anyhow::Result<ExitCode> {
     let mut config = args.common.load()?;
@@ -101,9 +103,18 @@ async fn score_all(args: &Args) -> anyhow::Result<ExitCode> {
     let mut jobs = args.files.iter().flat_map(|p| jobs_for(p));
     loop {
         while pending.len() < window {
-            let Some(job) = jobs.next() else { break };
+            let batch: Vec<Job> = jobs.by_ref().take(SCORE_BATCH).collect();
+            if batch.is_empty() {
+                break;
+            }
             let ctx = ctx.clone();
-            pending.push_back(tokio::spawn(async move { ctx.run(job).await }));
+            pending.push_back(tokio::spawn(async move {
+                let mut out = Vec::with_capacity(batch.len());
+                for job in batch {
+                    out.extend(ctx.run(job).await);
+                }
+                out
+            }));
         }
         let Some(task) = pending.pop_front() else {
             break;

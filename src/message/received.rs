@@ -3,19 +3,9 @@
 
 use std::net::IpAddr;
 
-use mail_parser::{Host, Received};
-
-/// The connecting IP of one parsed Received field, if mail-parser found one.
-pub(super) fn from_ip(received: &Received<'_>) -> Option<IpAddr> {
-    received.from_ip().or(match received.from() {
-        Some(Host::IpAddr(ip)) => Some(*ip),
-        _ => None,
-    })
-}
-
-/// For Received fields mail-parser could not make sense of: the first `[ip]` (or `[IPv6:ip]`) between the
-/// leading `from` and the ` by ` clause.
-pub(super) fn from_ip_fallback(value: &str) -> Option<IpAddr> {
+/// The first `[ip]` (or `[IPv6:ip]`) between the leading `from` and the ` by ` clause of a Received field (as
+/// decoded text, folds unfolded).
+pub(super) fn from_ip(value: &str) -> Option<IpAddr> {
     let lower = value.to_ascii_lowercase();
     let rest = lower.trim_start().strip_prefix("from")?;
     let from_clause = match rest.find(" by ") {
@@ -43,19 +33,19 @@ mod tests {
     #[test]
     fn fallback_finds_bracketed_ips_in_the_from_clause_only() {
         assert_eq!(
-            from_ip_fallback("from x (y [10.1.2.3]) by z"),
+            from_ip("from x (y [10.1.2.3]) by z"),
             Some("10.1.2.3".parse().unwrap())
         );
         assert_eq!(
-            from_ip_fallback("from x ([IPv6:2001:db8::1]) by z"),
+            from_ip("from x ([IPv6:2001:db8::1]) by z"),
             Some("2001:db8::1".parse().unwrap())
         );
-        assert_eq!(from_ip_fallback("from x by z ([10.1.2.3])"), None);
-        assert_eq!(from_ip_fallback("by z ([10.1.2.3])"), None);
+        assert_eq!(from_ip("from x by z ([10.1.2.3])"), None);
+        assert_eq!(from_ip("by z ([10.1.2.3])"), None);
         assert_eq!(
-            from_ip_fallback("from x [not-an-ip] [192.0.2.9]"),
+            from_ip("from x [not-an-ip] [192.0.2.9]"),
             Some("192.0.2.9".parse().unwrap())
         );
-        assert_eq!(from_ip_fallback("from x [unterminated"), None);
+        assert_eq!(from_ip("from x [unterminated"), None);
     }
 }

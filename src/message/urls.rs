@@ -8,12 +8,14 @@ use regex::Regex;
 /// host tricks live). Browsers accept far longer, but no honest link needs more.
 pub const MAX_URL_LEN: usize = 2048;
 
-// Static patterns: a failure here is a bug in this file, caught by the unit tests below.
+// Static patterns: a failure here is a bug in this file, caught by the unit tests below. The word boundaries are
+// ASCII (`(?-u:\b)`): a Unicode `\b` stops the regex crate's DFA at the first non-ASCII byte and falls back to a
+// backtracking engine, which made URL extraction 4% of `popguard score` on non-English mail.
 static TEXT_URL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)\b(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+"#).expect("static regex")
+    Regex::new(r#"(?i)(?-u:\b)(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+"#).expect("static regex")
 });
 static HTML_ATTR_URL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)\b(?:href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))"#)
+    Regex::new(r#"(?i)(?-u:\b)(?:href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))"#)
         .expect("static regex")
 });
 
@@ -29,13 +31,14 @@ pub(super) fn in_text(text: &str) -> impl Iterator<Item = String> + '_ {
 
 /// Link and resource URLs from HTML attributes, `&amp;` undone; fragments and `cid:` references skipped.
 pub(super) fn in_html(html: &str) -> impl Iterator<Item = String> + '_ {
-    HTML_ATTR_URL.captures_iter(html).filter_map(|c| {
-        let raw = c
-            .get(1)
-            .or_else(|| c.get(2))
-            .or_else(|| c.get(3))?
-            .as_str()
-            .trim();
+    // `find_iter` and a hand split rather than capture groups: captures run a slower engine on every match.
+    HTML_ATTR_URL.find_iter(html).filter_map(|m| {
+        let value = m.as_str().split_once('=')?.1.trim_start();
+        let raw = match value.as_bytes().first()? {
+            q @ (b'"' | b'\'') => value[1..].strip_suffix(*q as char)?,
+            _ => value,
+        }
+        .trim();
         let lower_start = raw.get(..4).unwrap_or(raw).to_ascii_lowercase();
         if raw.is_empty() || raw.starts_with('#') || lower_start == "cid:" {
             return None;

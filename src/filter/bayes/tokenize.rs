@@ -388,13 +388,13 @@ fn header_tokens(msg: &Message<'_>, em: &mut Emitter) {
         if ignored_header(&lname) {
             continue;
         }
-        // The shared parse reads From and Received structurally (for the rules); here they are text, decoded
-        // from their bytes exactly as every other field was.
+        // The shared parse reads From structurally (for the rules); here it is text, decoded from its bytes
+        // exactly as every other field was.
         let redecoded;
         let value: &str = match &h.value {
             HeaderValue::Text(t) => t,
             HeaderValue::TextList(l) => l.first().map(|s| s.as_ref()).unwrap_or(""),
-            _ if matches!(h.name, HeaderName::From | HeaderName::Received) => {
+            _ if h.name == HeaderName::From => {
                 let bytes = msg
                     .raw_message
                     .get(h.offset_start as usize..h.offset_end as usize)
