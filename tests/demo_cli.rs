@@ -39,8 +39,11 @@ fn start(extra: &[&str]) -> (ChildGuard, BTreeMap<String, String>) {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let out = child.stdout();
-        // The key lines come first and end at the first blank line.
-        if let Some((head, _)) = out.split_once("\n\n") {
+        // The key lines come first and end at the first blank line; the copy-paste commands follow in later
+        // writes, and the block ends with the Ctrl-C line (reading before it raced with those writes).
+        if out.contains("Ctrl-C stops")
+            && let Some((head, _)) = out.split_once("\n\n")
+        {
             let facts: BTreeMap<String, String> = head
                 .lines()
                 .filter_map(|l| l.split_once(": "))

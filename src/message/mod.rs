@@ -157,12 +157,12 @@ impl MessageView {
             };
             truncate_at_char(&mut value, MAX_HEADER_VALUE);
             let name = header.name.as_str().to_owned();
-            if header.name == HeaderName::Received && self.received_ips.len() < MAX_RECEIVED_IPS {
-                if let Some(ip) = received::from_ip(&value)
-                    && !self.received_ips.contains(&ip)
-                {
-                    self.received_ips.push(ip);
-                }
+            if header.name == HeaderName::Received
+                && self.received_ips.len() < MAX_RECEIVED_IPS
+                && let Some(ip) = received::from_ip(&value)
+                && !self.received_ips.contains(&ip)
+            {
+                self.received_ips.push(ip);
             }
             self.headers.push((name, value));
         }

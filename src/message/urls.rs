@@ -12,11 +12,14 @@ pub const MAX_URL_LEN: usize = 2048;
 // ASCII (`(?-u:\b)`): a Unicode `\b` stops the regex crate's DFA at the first non-ASCII byte and falls back to a
 // backtracking engine, which made URL extraction 4% of `popguard score` on non-English mail.
 static TEXT_URL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)(?-u:\b)(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+"#).expect("static regex")
+    Regex::new(r#"(?i)(?-u:\b)(?:(?:https?|ftp)://|www\.)[^\s<>"'`{}|\\^\[\]]+"#)
+        .expect("static regex")
 });
 static HTML_ATTR_URL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)(?-u:\b)(?:href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))"#)
-        .expect("static regex")
+    Regex::new(
+        r#"(?i)(?-u:\b)(?:href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))"#,
+    )
+    .expect("static regex")
 });
 
 /// URLs written in plain text, trailing sentence punctuation removed.

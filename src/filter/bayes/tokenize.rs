@@ -699,7 +699,9 @@ fn word_tokens(chunk: &str, em: &mut Emitter) {
     if w.is_empty() {
         return;
     }
-    if let Some((local, domain)) = w.rsplit_once('@')
+    // A byte scan: `rsplit_once('@')` goes through the generic char searcher, 2% of scoring on every word.
+    if let Some(at) = w.bytes().rposition(|b| b == b'@')
+        && let (local, domain) = (&w[..at], &w[at + 1..])
         && domain.contains('.')
         && !local.is_empty()
     {
