@@ -5,7 +5,8 @@
 //! of the body per pattern (about a hundred), and most patterns match nothing in most mail. Here every pattern's
 //! required literals (strings one of which must occur in any match, found by walking the pattern's syntax tree)
 //! go into one case-insensitive automaton; a pattern whose literal did not occur cannot match and is skipped.
-//! The test is conservative: a pattern without a usable requirement (`\w+@\w+`) always runs.
+//! The test is conservative: a pattern without a usable requirement (`\w+@\w+`) always runs. A pattern whose
+//! every match holds a byte >= 0x80 (`[\x80-\xFF]`, a far-away script) is also skipped on pure ASCII texts.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_syntax::hir::{Class, Hir, HirKind};
@@ -39,16 +40,43 @@ struct Info {
 
 /// The literals one of which occurs in every match of `pattern` (compiled with the rule engine's syntax
 /// options), or None when the pattern has no useful requirement.
+#[cfg(test)]
 pub fn required_literals(pattern: &str) -> Option<Set> {
-    let hir = regex_syntax::ParserBuilder::new()
+    literals_of(&parse(pattern)?)
+}
+
+fn literals_of(hir: &Hir) -> Option<Set> {
+    effective(&analyze(hir)).filter(useful)
+}
+
+fn parse(pattern: &str) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .nest_limit(MAX_NEST)
         .build()
         .parse(pattern)
-        .ok()?;
-    let info = analyze(&hir);
-    effective(&info).filter(useful)
+        .ok()
+}
+
+/// True when every match of `pattern` holds a byte >= 0x80 (8-bit header bytes, a far-away script): such a
+/// pattern cannot match pure ASCII text, which most mail is, and checking that is one fast pass per text.
+#[cfg(test)]
+pub fn needs_non_ascii(pattern: &str) -> bool {
+    parse(pattern).is_some_and(|h| non_ascii(&h))
+}
+
+fn non_ascii(hir: &Hir) -> bool {
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => false,
+        HirKind::Literal(lit) => lit.0.iter().any(|b| *b >= 0x80),
+        HirKind::Class(Class::Bytes(c)) => c.ranges().iter().all(|r| r.start() >= 0x80),
+        HirKind::Class(Class::Unicode(c)) => c.ranges().iter().all(|r| r.start() >= '\u{80}'),
+        HirKind::Capture(c) => non_ascii(&c.sub),
+        HirKind::Repetition(r) => r.min >= 1 && non_ascii(&r.sub),
+        HirKind::Concat(children) => children.iter().any(non_ascii),
+        HirKind::Alternation(children) => children.iter().all(non_ascii),
+    }
 }
 
 /// Worth a pass: long enough literals, or ones holding a byte that most texts lack (`$`, `!`, `&#`, UTF-8 of a
@@ -306,6 +334,8 @@ pub struct Prefilter {
     owners: Vec<Vec<usize>>,
     /// Patterns without a usable requirement: they always run.
     always: Vec<usize>,
+    /// Patterns whose every match holds a byte >= 0x80: they never run on pure ASCII texts.
+    eight_bit: Vec<usize>,
 }
 
 impl Prefilter {
@@ -313,9 +343,11 @@ impl Prefilter {
         let mut literals: Vec<Vec<u8>> = Vec::new();
         let mut owners: Vec<Vec<usize>> = Vec::new();
         let mut always = Vec::new();
+        let mut eight_bit = Vec::new();
         let mut index = std::collections::HashMap::new();
         for (i, p) in patterns.into_iter().enumerate() {
-            match required_literals(p) {
+            let hir = parse(p);
+            match hir.as_ref().and_then(literals_of) {
                 Some(set) => {
                     for lit in set {
                         let id = *index.entry(lit.clone()).or_insert_with(|| {
@@ -329,6 +361,9 @@ impl Prefilter {
                     }
                 }
                 None => always.push(i),
+            }
+            if hir.as_ref().is_some_and(non_ascii) {
+                eight_bit.push(i);
             }
         }
         let automaton = if literals.is_empty() {
@@ -354,11 +389,23 @@ impl Prefilter {
             automaton,
             owners,
             always,
+            eight_bit,
         }
     }
 
     /// Sets `maybe[i]` for every pattern `i` that may match one of `texts`.
     pub fn candidates(&self, texts: &[&str], maybe: &mut [bool]) {
+        self.literal_candidates(texts, maybe);
+        if !self.eight_bit.is_empty() && texts.iter().all(|t| t.is_ascii()) {
+            for &i in &self.eight_bit {
+                if let Some(m) = maybe.get_mut(i) {
+                    *m = false;
+                }
+            }
+        }
+    }
+
+    fn literal_candidates(&self, texts: &[&str], maybe: &mut [bool]) {
         for &i in &self.always {
             if let Some(m) = maybe.get_mut(i) {
                 *m = true;
@@ -437,6 +484,38 @@ mod tests {
         );
         let han = required_literals(r"(?u)[\p{Han}]{8}").unwrap();
         assert!(han.iter().all(|l| l.len() == 1 && l[0] >= 0xe0), "{han:?}");
+    }
+
+    #[test]
+    fn eight_bit_patterns_run_only_on_text_that_is_not_ascii() {
+        assert!(needs_non_ascii(
+            r"(?m)^(?i:Subject|From|To):[^\n]*[\x80-\xFF]"
+        ));
+        assert!(needs_non_ascii(r"(?u)[\p{Han}\p{Hangul}]{8}"));
+        assert!(needs_non_ascii(r"caf\xE9|na\xEFve"));
+        assert!(!needs_non_ascii(r"[^a-z]+"));
+        assert!(!needs_non_ascii(r"(?u)\p{Lu}{3}"));
+        assert!(!needs_non_ascii(r"x[\x80-\xFF]?"));
+        assert!(!needs_non_ascii(r"caf\xE9|cafe"));
+        let patterns = [r"(?m)^(?i:Subject|To):[^\n]*[\x80-\xFF]", r"\d{3}-\d{4}"];
+        let pf = Prefilter::new(patterns);
+        for (texts, expect) in [
+            (&["Subject: plain", "555-1234"][..], [false, true]),
+            (&["Subject: caf\u{e9}"][..], [true, true]),
+        ] {
+            let mut maybe = vec![false; patterns.len()];
+            pf.candidates(texts, &mut maybe);
+            assert_eq!(maybe, expect, "{texts:?}");
+            for (i, p) in patterns.iter().enumerate() {
+                let re = regex::bytes::RegexBuilder::new(p)
+                    .unicode(false)
+                    .build()
+                    .unwrap();
+                if texts.iter().any(|t| re.is_match(t.as_bytes())) {
+                    assert!(maybe[i], "{p} matches {texts:?} but was filtered out");
+                }
+            }
+        }
     }
 
     #[test]
