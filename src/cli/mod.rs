@@ -76,6 +76,8 @@ impl CommonArgs {
 
 pub fn init_logging(verbose: u8) {
     use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let default = match verbose {
         0 => LevelFilter::WARN,
         1 => LevelFilter::INFO,
@@ -85,17 +87,16 @@ pub fn init_logging(verbose: u8) {
     // `RUST_LOG` as `level` or `target=level,...` lists (no span-field filters). `Targets` rather than
     // `EnvFilter`: EnvFilter's regex support switches the regex crate to building full DFAs for every rule
     // pattern, which doubled the rule engine's start-up time.
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) => spec.parse::<Targets>().unwrap_or_else(|e| {
-            eprintln!("popguard: ignoring RUST_LOG={spec:?}: {e}");
-            Targets::new().with_default(default)
-        }),
-        Err(_) => Targets::new().with_default(default),
-    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|spec| {
+            spec.parse::<Targets>()
+                .map_err(|e| eprintln!("popguard: ignoring RUST_LOG={spec:?}: {e}"))
+                .ok()
+        })
+        .unwrap_or_else(|| Targets::new().with_default(default));
     // Colours only on a terminal: logs redirected to a file or journald stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
     let _ = tracing_subscriber::registry()
         .with(
             tracing_subscriber::fmt::layer()

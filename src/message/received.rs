@@ -31,7 +31,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fallback_finds_bracketed_ips_in_the_from_clause_only() {
+    fn finds_bracketed_ips_in_the_from_clause_only() {
         assert_eq!(
             from_ip("from x (y [10.1.2.3]) by z"),
             Some("10.1.2.3".parse().unwrap())

@@ -16,10 +16,8 @@ static TEXT_URL: LazyLock<Regex> = LazyLock::new(|| {
         .expect("static regex")
 });
 static HTML_ATTR_URL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r#"(?i)(?-u:\b)(?:href|src|action|background)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))"#,
-    )
-    .expect("static regex")
+    Regex::new(r#"(?i)(?-u:\b)(?:href|src|action|background)\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>"']+)"#)
+        .expect("static regex")
 });
 
 /// URLs written in plain text, trailing sentence punctuation removed.

@@ -391,21 +391,21 @@ fn header_tokens(msg: &Message<'_>, em: &mut Emitter) {
         // The shared parse reads From structurally (for the rules); here it is text, decoded from its bytes
         // exactly as every other field was.
         let redecoded;
-        let value: &str = match &h.value {
-            HeaderValue::Text(t) => t,
-            HeaderValue::TextList(l) => l.first().map(|s| s.as_ref()).unwrap_or(""),
+        let value = match &h.value {
+            HeaderValue::Text(_) | HeaderValue::TextList(_) => &h.value,
             _ if h.name == HeaderName::From => {
                 let bytes = msg
                     .raw_message
                     .get(h.offset_start as usize..h.offset_end as usize)
                     .unwrap_or_default();
                 redecoded = MessageStream::new(bytes).parse_unstructured();
-                match &redecoded {
-                    HeaderValue::Text(t) => t,
-                    HeaderValue::TextList(l) => l.first().map(|s| s.as_ref()).unwrap_or(""),
-                    _ => continue,
-                }
+                &redecoded
             }
+            _ => continue,
+        };
+        let value: &str = match value {
+            HeaderValue::Text(t) => t,
+            HeaderValue::TextList(l) => l.first().map(|s| s.as_ref()).unwrap_or(""),
             _ => continue,
         };
         let value = truncate_str(value, MAX_HEADER_VALUE);
