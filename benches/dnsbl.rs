@@ -1,22 +1,19 @@
-//! DNSBL lookup cost: 1000 messages checked against a local hickory-server (tests/dnsbl_server), cold and warm cache,
+//! DNSBL lookup cost: 1000 messages checked against a local hickory-server (the test-support crate's DNS server), cold and warm cache,
 //! sequentially (added latency per message, p50/p99) and with several messages in flight (throughput). Baseline: the
 //! same queries issued one after another through a bare hickory resolver, as a naive filter would.
 //!
 //! Run: `cargo bench --profile dev --bench dnsbl` (or `cargo test --bench dnsbl`). Only 127.0.0.1 is contacted.
 
-#[path = "../tests/dnsbl_server/mod.rs"]
-mod dnsbl_server;
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dnsbl_server::{TestDns, TestZone};
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use popguard::filter::dnsbl::{Dnsbl, DnsblConfig, default_zones};
 use popguard::message::MessageView;
+use popguard_test_support::dns::{TestDns, TestZone};
 
 const MESSAGES: usize = 1000;
 /// Distinct URL domains per message (plus one domain every message shares).

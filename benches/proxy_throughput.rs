@@ -6,17 +6,16 @@
 //! Run: `cargo bench --profile dev --bench proxy_throughput -- [CORPUS_DIR] [raw] [smoke]` (default `/tmp/corpus`,
 //! the extracted SpamAssassin dev corpus with `ham/` and `spam/`; `raw` skips the real clients; `smoke` runs once
 //! on 100 made-up messages, as CI does). Needs Dovecot, mpop and python3 (`.ci/install-peers`).
-//! Targets (issue 3): cached >= 0.9x direct throughput, first scan >= 0.5x, peak RSS for 50 MB < 32 MB.
+//! Targets: cached >= 0.9x direct throughput, first scan >= 0.5x, peak RSS for 50 MB < 32 MB.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use popguard_test_support as support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, Client, Dovecot, DovecotOptions, Opts, free_port, spawn, wait_for_port};
 use popguard::pop3::Pop3Stream;
+use support::{ChildGuard, Client, Dovecot, DovecotOptions, Opts, free_port, spawn, wait_for_port};
 use tokio::net::TcpStream;
 
 const MESSAGES: usize = 1000;
@@ -256,9 +255,9 @@ fn main() {
         .find(|a| *a != "raw" && *a != "smoke")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp/corpus"));
-    if !common::require_peer("dovecot")
-        || !common::require_peer("mpop")
-        || !common::require_peer("poplib")
+    if !support::require_peer("dovecot")
+        || !support::require_peer("mpop")
+        || !support::require_peer("poplib")
     {
         return;
     }
@@ -341,7 +340,7 @@ fn main() {
             );
         }
 
-        // Tag sizing (issue 3): `exact` scores every new message before answering LIST; `fixed` answers at once
+        // Tag sizing: `exact` scores every new message before answering LIST; `fixed` answers at once
         // and scores each message as it is retrieved, at the cost of a padded tag on every message.
         {
             let mut rows = Vec::new();

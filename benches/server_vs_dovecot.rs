@@ -4,12 +4,11 @@
 //!
 //! Run: `cargo bench --profile dev --bench server_vs_dovecot -- [CORPUS_DIR] [--runs N] [--messages N]`.
 //! With CORPUS_DIR (e.g. /tmp/corpus from the SpamAssassin tarball) the messages are files spread evenly over the
-//! directory tree; without it they are generated (tests/common fixtures). Needs dovecot, mpop and python3; only
+//! directory tree; without it they are generated (test-support fixtures). Needs dovecot, mpop and python3; only
 //! 127.0.0.1 is contacted. Both servers run warm: one untimed session each first (Dovecot builds its index, popguard
 //! its size cache), then the timed sessions alternate between the two.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
+use popguard_test_support as support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,10 +16,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::dovecot::DovecotOptions;
-use common::{Dovecot, fixtures};
 use popguard::server::users::Users;
 use popguard::server::{ServerConfig, run};
+use support::dovecot::DovecotOptions;
+use support::{Dovecot, fixtures};
 
 const DEFAULT_MESSAGES: usize = 1000;
 const DEFAULT_RUNS: usize = 7;
@@ -223,7 +222,7 @@ fn main() -> ExitCode {
         }
     };
     for peer in ["dovecot", "mpop", "python3"] {
-        if let Some(why) = common::peer_missing(peer) {
+        if let Some(why) = support::peer_missing(peer) {
             eprintln!("server_vs_dovecot: SKIP, {why} (run `sudo .ci/install-peers`)");
             return ExitCode::SUCCESS;
         }

@@ -2,8 +2,6 @@
 //! and through the MIME path (part bombs, deep nesting, header floods, endless base64). Each case checks what
 //! comes out (error kinds, sizes, order), and finishes quickly with bounded memory.
 
-use std::time::Duration;
-
 use popguard::filter::bayes::tokenize::{
     DEFAULT_MAX_TOKENS, MAX_INPUT_BYTES, Tokenizer, token_hash,
 };
@@ -13,10 +11,11 @@ use popguard::pop3::{
     RESPONSE_LINE_READ_LIMIT, Response, ResponseError, Status, Stuffer,
 };
 use popguard::secret::Secret;
+use popguard_test_support::with_timeout;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
 
 /// Every network-ish test ends well within this, or fails.
-const DEADLINE: Duration = Duration::from_secs(10);
+const DEADLINE_SECS: u64 = 10;
 
 /// Decimal megabyte: the size the issue asks for; below [`MAX_DISCARD`] (a binary MiB), so the line is skipped
 /// and the session goes on.
@@ -36,12 +35,6 @@ fn send(mut peer: DuplexStream, bytes: Vec<u8>) -> tokio::task::JoinHandle<Duple
         let _ = peer.shutdown().await;
         peer
     })
-}
-
-async fn within<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, f)
-        .await
-        .expect("hostile input must not stall the reader")
 }
 
 #[test]
@@ -71,7 +64,7 @@ async fn one_megabyte_command_line_is_skipped_and_the_session_goes_on() {
     wire.resize(ONE_MB, b'a');
     wire.extend_from_slice(b"\r\nNOOP\r\nQUIT\r\n");
     let writer = send(client, wire);
-    let got = within(async {
+    let got = with_timeout(DEADLINE_SECS, async {
         let mut got = Vec::new();
         while let Some(c) = server.read_command().await.expect("stream stays usable") {
             got.push(c);
@@ -97,7 +90,7 @@ async fn endless_command_line_closes_the_connection_after_max_discard() {
     let (mut server, client) = pair();
     let wire = vec![b'A'; 2 * MAX_DISCARD];
     let writer = send(client, wire);
-    let err = within(server.read_command())
+    let err = with_timeout(DEADLINE_SECS, server.read_command())
         .await
         .expect_err("a line past MAX_DISCARD is a connection error");
     assert!(
@@ -121,7 +114,9 @@ async fn one_megabyte_status_line_is_an_error_and_the_next_reply_still_parses() 
     wire.resize(ONE_MB, b'x');
     wire.extend_from_slice(b"\r\n+OK next\r\n");
     let writer = send(server, wire);
-    let err = within(client.read_response()).await.expect_err("too long");
+    let err = with_timeout(DEADLINE_SECS, client.read_response())
+        .await
+        .expect_err("too long");
     assert!(
         matches!(
             err,
@@ -132,10 +127,12 @@ async fn one_megabyte_status_line_is_an_error_and_the_next_reply_still_parses() 
         ),
         "{err:?}"
     );
-    let next = within(client.read_response()).await.expect("in step");
+    let next = with_timeout(DEADLINE_SECS, client.read_response())
+        .await
+        .expect("in step");
     assert_eq!(next, Response::ok("next"));
     assert!(matches!(
-        within(client.read_response()).await,
+        with_timeout(DEADLINE_SECS, client.read_response()).await,
         Err(Pop3Error::Closed)
     ));
     writer.await.expect("writer task");
@@ -153,7 +150,7 @@ async fn one_megabyte_content_line_is_relayed_whole_or_refused_by_the_cap() {
     wire.extend_from_slice(b"+OK bye\r\n");
     let (mut client, server) = pair();
     let writer = send(server, wire);
-    within(async {
+    with_timeout(DEADLINE_SECS, async {
         assert!(client.read_response().await.expect("status").is_ok());
         assert_eq!(client.read_multiline(2 * ONE_MB).await.expect("body"), body);
         assert!(client.read_response().await.expect("status").is_ok());
@@ -215,7 +212,7 @@ async fn nul_bytes_in_a_body_pass_through_unchanged() {
     wire.extend_from_slice(&Stuffer::stuff_all(&body));
     let (mut client, server) = pair();
     let writer = send(server, wire);
-    within(async {
+    with_timeout(DEADLINE_SECS, async {
         assert!(client.read_response().await.expect("status").is_ok());
         assert_eq!(client.read_multiline(1024).await.expect("body"), body);
     })
@@ -299,7 +296,7 @@ async fn ten_thousand_pipelined_commands_in_one_packet() {
     let (mut rd, mut wr) = tokio::io::split(client);
     let writer = tokio::spawn(async move { wr.write_all(&packet).await.expect("one write") });
     let mut replies = Vec::new();
-    within(async {
+    with_timeout(DEADLINE_SECS, async {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let n = rd.read(&mut buf).await.expect("read replies");
@@ -310,8 +307,12 @@ async fn ten_thousand_pipelined_commands_in_one_packet() {
         }
     })
     .await;
-    let (seen, most_queued, flushes) = within(server_task).await.expect("server task");
-    within(writer).await.expect("writer task");
+    let (seen, most_queued, flushes) = with_timeout(DEADLINE_SECS, server_task)
+        .await
+        .expect("server task");
+    with_timeout(DEADLINE_SECS, writer)
+        .await
+        .expect("writer task");
 
     assert_eq!(seen.len(), N as usize + 1);
     assert_eq!(seen[3], Command::List(Some(4)));

@@ -2,12 +2,12 @@
 //! `RUST_LOG=trace`; upstream certificate checks have no off switch; per-user data is owner-only; a failed login is
 //! never answered faster than the upstream answers it.
 //!
-//! Not repeated here: refusing a non-loopback listen without TLS (tests/proxy_net.rs
+//! Not repeated here: refusing a non-loopback listen without TLS (tests/it/proxy_net.rs
 //! `network_listener_without_tls_needs_an_opt_in`) and refusing an untrusted upstream certificate with a clear
-//! `-ERR` (tests/proxy_net.rs `failed_certificate_verification_is_a_clear_err`, tests/proxy_peers.rs
+//! `-ERR` (tests/it/proxy_net.rs `failed_certificate_verification_is_a_clear_err`, tests/it/proxy_peers.rs
 //! `untrusted_upstream_certificate_is_refused_with_the_reason`).
 
-mod common;
+use popguard_test_support as support;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -15,15 +15,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{
-    Dovecot, fixtures, popguard_bin, require_peer, spawn_command, wait_for_port, with_timeout,
-};
 use popguard::config::Config;
-use popguard::filter::{Filter, Hit, Verdict};
 use popguard::pop3::{Pop3Stream, Response};
-use popguard::proxy::upstream::TcpConnect;
-use popguard::proxy::{self, Proxy};
 use popguard::server::{self, ServerConfig, users::Users};
+use support::{
+    Dovecot, ProxyBuilder, fixtures, popguard_bin, require_peer, spawn_command, wait_for_port,
+    with_timeout,
+};
 use tokio::net::{TcpListener, TcpStream};
 
 const USER: &str = "alice";
@@ -113,22 +111,21 @@ async fn proxy_and_server_logs_never_show_passwords_or_sasl_data_at_trace() {
         dv.deliver(USER, &fixtures::mailbox(2));
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("c.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "data_dir = {:?}\n[proxy]\nupstream = \"{}\"\nupstream_tls = \"none\"\n[dnsbl]\nenabled = false\n",
-                dir.path().join("data").to_str().unwrap(),
-                dv.addr()
-            ),
-        )
-        .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+        let text = ProxyBuilder::new(dv.addr()).config_text(&dir.path().join("data"));
+        std::fs::write(&config, text).unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+            .parse()
+            .unwrap();
         let mut c = std::process::Command::new(popguard_bin());
         c.args(["proxy", "--listen", &addr.to_string(), "--config"])
             .arg(&config)
             .env("RUST_LOG", "trace");
         let px = spawn_command(c);
-        assert!(wait_for_port(addr, Duration::from_secs(10)), "{}", px.stderr());
+        assert!(
+            wait_for_port(addr, Duration::from_secs(10)),
+            "{}",
+            px.stderr()
+        );
         secret_session(addr, wrong).await;
         assert_no_secrets("proxy", &px.stderr(), wrong);
 
@@ -137,20 +134,35 @@ async fn proxy_and_server_logs_never_show_passwords_or_sasl_data_at_trace() {
         for sub in ["new", "cur", "tmp"] {
             std::fs::create_dir_all(maildirs.join(USER).join(sub)).unwrap();
         }
-        std::fs::write(maildirs.join(USER).join("new").join("1.eml"), &fixtures::mailbox(1)[0])
-            .unwrap();
+        std::fs::write(
+            maildirs.join(USER).join("new").join("1.eml"),
+            &fixtures::mailbox(1)[0],
+        )
+        .unwrap();
         let users = dir.path().join("users");
         std::fs::write(&users, format!("{USER}:{PASS}\n")).unwrap();
-        let saddr: SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().unwrap();
+        let saddr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
+            .parse()
+            .unwrap();
         let mut c = std::process::Command::new(popguard_bin());
-        c.args(["server", "--listen", &saddr.to_string(), "--auth-failure-delay", "0"])
-            .arg("--maildirs")
-            .arg(&maildirs)
-            .arg("--users")
-            .arg(&users)
-            .env("RUST_LOG", "trace");
+        c.args([
+            "server",
+            "--listen",
+            &saddr.to_string(),
+            "--auth-failure-delay",
+            "0",
+        ])
+        .arg("--maildirs")
+        .arg(&maildirs)
+        .arg("--users")
+        .arg(&users)
+        .env("RUST_LOG", "trace");
         let sv = spawn_command(c);
-        assert!(wait_for_port(saddr, Duration::from_secs(10)), "{}", sv.stderr());
+        assert!(
+            wait_for_port(saddr, Duration::from_secs(10)),
+            "{}",
+            sv.stderr()
+        );
         secret_session(saddr, wrong).await;
         assert_no_secrets("server", &sv.stderr(), wrong);
     })
@@ -182,18 +194,6 @@ fn upstream_certificate_checks_have_no_off_switch() {
     for word in ["insecure", "no-verify", "skip-verify", "accept-invalid"] {
         assert!(!help.contains(word), "proxy --help offers {word}:\n{help}");
     }
-}
-
-/// Fixture spam (Message-ID `<spam-...>`) is spam, the rest ham: the test needs quarantined mail, not rule tuning.
-fn fixture_verdict(_user: Option<&str>, bytes: &[u8]) -> Verdict {
-    let marker = b"Message-ID: <spam-";
-    let spam = bytes.windows(marker.len()).any(|w| w == marker);
-    let hit = Hit {
-        name: "FIXTURE".into(),
-        score: if spam { 9.0 } else { 0.0 },
-        description: String::new(),
-    };
-    Verdict::from_hits(vec![hit], 5.0, 3.0)
 }
 
 /// Every file and directory under `root` with permissions for group or others.
@@ -247,20 +247,19 @@ async fn per_user_data_files_are_owner_only() {
             .arg(&spam)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        // Verdict cache and quarantine through a hide-mode session.
-        let text = format!(
-            "data_dir = {:?}\n[proxy]\nupstream = \"{}\"\nupstream_tls = \"none\"\naction = \"hide\"\n\
-             [dnsbl]\nenabled = false\n",
-            data.to_str().unwrap(),
-            dv.addr()
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        let config = Arc::new(Config::parse(&text).unwrap());
-        let filter = Arc::new(Filter::new(&config).unwrap());
-        let p = Proxy::new(config, filter, TcpConnect).unwrap().with_scorer(fixture_verdict);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(proxy::serve(listener, Arc::new(p), std::future::pending()));
+        // Verdict cache and quarantine through a hide-mode session; the fixed scorer quarantines the fixture spam.
+        let px = ProxyBuilder::new(dv.addr())
+            .action("hide")
+            .data_dir(&data)
+            .fixed_scorer()
+            .start()
+            .await;
+        let addr = px.addr;
         let mut s = connect(addr).await;
         assert!(cmd(&mut s, &format!("USER {USER}")).await.is_ok());
         assert!(cmd(&mut s, &format!("PASS {PASS}")).await.is_ok());
@@ -272,14 +271,26 @@ async fn per_user_data_files_are_owner_only() {
         let mut files = Vec::new();
         all_files(&user_dir, &mut files);
         assert!(files.iter().any(|f| f == "tokens.db"), "{files:?}");
-        assert!(files.iter().any(|f| f.contains("quarantine") || f.contains("verdict")), "{files:?}");
+        assert!(
+            files
+                .iter()
+                .any(|f| f.contains("quarantine") || f.contains("verdict")),
+            "{files:?}"
+        );
         let mut loose = Vec::new();
         let meta = std::fs::metadata(&data).unwrap();
         if meta.permissions().mode() & 0o077 != 0 {
-            loose.push(format!("{} {:o}", data.display(), meta.permissions().mode() & 0o777));
+            loose.push(format!(
+                "{} {:o}",
+                data.display(),
+                meta.permissions().mode() & 0o777
+            ));
         }
         loose_modes(&data, &mut loose);
-        assert!(loose.is_empty(), "readable by others: {loose:#?}\nfiles: {files:?}");
+        assert!(
+            loose.is_empty(),
+            "readable by others: {loose:#?}\nfiles: {files:?}"
+        );
     })
     .await;
 }
@@ -302,15 +313,11 @@ async fn failed_login_is_never_answered_faster_than_by_the_upstream() {
         let upstream = sl.local_addr().unwrap();
         tokio::spawn(server::run(sl, Arc::new(sc), std::future::pending()));
 
-        let text = format!(
-            "data_dir = {:?}\n[proxy]\nupstream = \"{upstream}\"\nupstream_tls = \"none\"\n[dnsbl]\nenabled = false\n",
-            dir.path().join("data").to_str().unwrap()
-        );
-        let config = Arc::new(Config::parse(&text).unwrap());
-        let filter = Arc::new(Filter::new(&config).unwrap());
-        let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let px = pl.local_addr().unwrap();
-        tokio::spawn(proxy::run(pl, config, filter, std::future::pending()));
+        let proxy = ProxyBuilder::new(upstream)
+            .data_dir(&dir.path().join("data"))
+            .start()
+            .await;
+        let px = proxy.addr;
 
         async fn guess(addr: SocketAddr, n: usize) -> Duration {
             let mut s = connect(addr).await;

@@ -3,17 +3,17 @@
 //! keeping (maildrop untouched after: same files, same names, same bytes), plaintext and over TLS; and the clients
 //! that remember UIDLs fetch only new mail on a second run.
 
-mod common;
+use popguard_test_support as support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::fixtures;
-use common::{Client, Opts, TestCa, Tls, assert_same_messages, require_peer, with_timeout};
 use popguard::server::users::Users;
 use popguard::server::{ServerConfig, run};
+use support::fixtures;
+use support::{Client, Opts, TestCa, Tls, assert_same_messages, require_peer, with_timeout};
 use tokio::sync::oneshot;
 
 /// Messages in each download test's maildrop (the issue asks for at least 100).

@@ -3,7 +3,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,9 +14,28 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Lines of a child's stderr shown when a test fails.
 const STDERR_TAIL_LINES: usize = 60;
 
-/// The binary under test.
+/// The binary under test, `target/<profile>/popguard`. Cargo builds it for every integration test and benchmark of
+/// the popguard package, but tells only that package's own targets its path (`CARGO_BIN_EXE_popguard` at compile
+/// time), not this library: the test executable runs from `target/<profile>/deps/`, so the binary is one level up.
 pub fn popguard_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_popguard"))
+    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_popguard") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe()
+        .unwrap_or_else(|e| panic!("cannot tell where the test executable is: {e}"));
+    let profile_dir = exe.parent().and_then(Path::parent).unwrap_or_else(|| {
+        panic!(
+            "test executable {} is not in target/<profile>/deps",
+            exe.display()
+        )
+    });
+    let bin = profile_dir.join("popguard");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run the tests and benchmarks through cargo (`cargo test`), which builds it",
+        bin.display()
+    );
+    bin
 }
 
 /// Starts `popguard ARGS...` with stdin closed and stdout/stderr captured to files; see [`ChildGuard`].

@@ -1,13 +1,13 @@
 //! The `popguard server` command as a user runs it: flags, start-up errors that say what to
 //! fix, the printed address, serving, and a clean exit on SIGTERM.
 
-mod common;
+use popguard_test_support as support;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{ChildGuard, spawn, with_timeout};
+use support::{ChildGuard, spawn, with_timeout};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 

@@ -166,3 +166,13 @@ pub fn header_value(msg: &[u8], name: &str) -> Option<String> {
         Some(String::from_utf8_lossy(&value).trim().to_string())
     })
 }
+
+/// A relayed message with the proxy's additions removed: its `X-Spam-*` fields and the `[SPAM] ` Subject prefix.
+pub fn strip_tag(msg: &[u8]) -> Vec<u8> {
+    let m = without_fields(msg, &["X-Spam-"]);
+    let needle = b"Subject: [SPAM] ";
+    match m.windows(needle.len()).position(|w| w == needle) {
+        Some(i) => [&m[..i], b"Subject: ".as_slice(), &m[i + needle.len()..]].concat(),
+        None => m,
+    }
+}

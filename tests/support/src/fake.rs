@@ -1,18 +1,12 @@
 //! A scripted POP3 upstream and test client for the proxy tests: in-memory or TCP, plain, implicit TLS or STLS,
 //! with faults on demand (a connection cut in the middle of RETR, no UIDL, no TOP, no CAPA).
 
-#![allow(dead_code)]
-
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use base64::prelude::*;
 use md5::{Digest, Md5};
-use popguard::config::Config;
-use popguard::filter::{Filter, Hit, Verdict};
 use popguard::pop3::{Command, Pop3Stream, Response, Stuffer};
 use popguard::proxy::Proxy;
 use popguard::proxy::session::serve_connection;
@@ -20,12 +14,10 @@ use popguard::proxy::upstream::Connect;
 use popguard::tls::{self, MaybeTls};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream, duplex};
 
-/// Every test finishes in well under this; a deadlock fails instead of hanging.
-pub const T: Duration = Duration::from_secs(20);
+use crate::harness::ProxyBuilder;
 
-pub async fn within<F: std::future::Future<Output = R>, R>(f: F) -> R {
-    tokio::time::timeout(T, f).await.expect("test timed out")
-}
+/// The upstream the scripted-upstream proxies are configured with (the connector ignores the address).
+pub const FAKE_UPSTREAM: &str = "fake.test:110";
 
 #[derive(Clone, Debug)]
 pub struct Msg {
@@ -374,38 +366,16 @@ impl Connect for Fake {
 
 // ---------------------------------------------------------------- proxy and client
 
-pub fn config(dir: &Path, action: &str, extra: &str) -> Arc<Config> {
-    let text = format!(
-        "data_dir = {:?}\n[proxy]\nupstream = \"fake.test:110\"\nupstream_tls = \"none\"\naction = \"{action}\"\n{extra}",
-        dir.to_str().unwrap()
-    );
-    Arc::new(Config::parse(&text).unwrap())
-}
-
-/// Spam when the message contains `SPAM-ME`; counts calls so tests can see caching.
-pub fn proxy(config: Arc<Config>, fake: Fake, calls: Arc<AtomicUsize>) -> Arc<Proxy<Fake>> {
-    Arc::new(proxy_unshared(config, fake, calls))
-}
-
-/// [`proxy`] with any connector, before it is shared (tests that adjust TLS trust).
-pub fn proxy_unshared<C: Connect>(
-    config: Arc<Config>,
-    connector: C,
-    calls: Arc<AtomicUsize>,
-) -> Proxy<C> {
-    let filter = Arc::new(Filter::new(&config).unwrap());
-    Proxy::new(config, filter, connector)
-        .unwrap()
-        .with_scorer(move |_user, bytes| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            let spam = bytes.windows(7).any(|w| w == b"SPAM-ME");
-            let hits = vec![Hit {
-                name: if spam { "TEST_SPAM" } else { "TEST_HAM" }.into(),
-                score: if spam { 10.0 } else { 0.5 },
-                description: String::new(),
-            }];
-            Verdict::from_hits(hits, 5.0, 3.0)
-        })
+impl Fake {
+    /// A proxy in front of this upstream (plain, [`FAKE_UPSTREAM`]) with state in `data_dir`, `action` and the
+    /// fixed scorer; adjust it further, then `build()`.
+    pub fn proxy(&self, data_dir: &Path, action: &str) -> ProxyBuilder<Fake> {
+        ProxyBuilder::new(FAKE_UPSTREAM)
+            .connector(self.clone())
+            .data_dir(data_dir)
+            .action(action)
+            .fixed_scorer()
+    }
 }
 
 pub struct Client<S = DuplexStream> {

@@ -8,19 +8,14 @@ use std::time::Duration;
 use popguard::server::maildir::Maildrop;
 use popguard::server::users::Users;
 use popguard::server::{ServerConfig, run};
+use popguard_test_support::with_timeout;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::oneshot;
 
 /// Every test's upper bound: a hang fails instead of blocking the suite.
-const TEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn within<F: Future>(fut: F) -> F::Output {
-    tokio::time::timeout(TEST_TIMEOUT, fut)
-        .await
-        .expect("test timed out")
-}
+const TEST_SECS: u64 = 30;
 
 /// A running server on a temporary maildirs directory; stops when dropped.
 struct TestServer {
@@ -208,7 +203,7 @@ fn three() -> Vec<(&'static str, &'static [u8])> {
 
 #[tokio::test]
 async fn a_full_session_follows_rfc_1939() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TestServer::start(&three()).await;
         let (mut c, greeting) = Client::connect(srv.addr).await;
         assert!(
@@ -294,7 +289,7 @@ async fn a_full_session_follows_rfc_1939() {
 
 #[tokio::test]
 async fn uidls_are_stable_across_sessions_and_the_maildrop_is_not_touched() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TestServer::start(&three()).await;
         let before: Vec<_> = walk(&srv.maildrop());
         let mut c = Client::login(srv.addr).await;
@@ -324,7 +319,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test]
 async fn pipelined_commands_are_answered_in_order() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TestServer::start(&three()).await;
         let (mut c, _) = Client::connect(srv.addr).await;
         // Everything in one write, as mpop does with PIPELINING.
@@ -354,7 +349,7 @@ async fn pipelined_commands_are_answered_in_order() {
 
 #[tokio::test]
 async fn bad_numbers_and_wrong_state_get_clear_errors() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TestServer::start(&three()).await;
         let (mut c, _) = Client::connect(srv.addr).await;
         assert!(c.err("STAT").await.contains("not logged in"));
@@ -396,7 +391,7 @@ async fn bad_numbers_and_wrong_state_get_clear_errors() {
 
 #[tokio::test]
 async fn over_long_lines_and_binary_garbage_never_break_the_server() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TestServer::start(&three()).await;
         let (mut c, _) = Client::connect(srv.addr).await;
         // A 10 000-octet line: -ERR, and the session goes on.
@@ -443,7 +438,7 @@ async fn over_long_lines_and_binary_garbage_never_break_the_server() {
 
 #[tokio::test]
 async fn a_client_vanishing_mid_retr_changes_nothing_and_releases_the_lock() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         // A message far larger than socket buffers, so the server is mid-body when the client goes.
         let big: Vec<u8> = (0..200_000)
             .flat_map(|i| format!("line {i} of a large message\n").into_bytes())
@@ -480,7 +475,7 @@ async fn a_client_vanishing_mid_retr_changes_nothing_and_releases_the_lock() {
 
 #[tokio::test]
 async fn a_second_session_gets_in_use() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TestServer::start(&three()).await;
         let mut first = Client::login(srv.addr).await;
         let (mut second, _) = Client::connect(srv.addr).await;
@@ -498,7 +493,7 @@ async fn a_second_session_gets_in_use() {
 
 #[tokio::test]
 async fn failed_login_gets_auth_code() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TestServer::start(&three()).await;
         let (mut c, _) = Client::connect(srv.addr).await;
         c.ok("USER alice").await;
@@ -515,7 +510,7 @@ async fn failed_login_gets_auth_code() {
 
 #[tokio::test]
 async fn auth_plain_with_continuation() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TestServer::start(&three()).await;
         let (mut c, _) = Client::connect(srv.addr).await;
         // The continuation is "+ " CRLF (`line` trims the space).
@@ -531,7 +526,7 @@ async fn auth_plain_with_continuation() {
 
 #[tokio::test]
 async fn idle_clients_are_logged_out_without_update() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv =
             TestServer::start_with(&three(), |c| c.idle_timeout = Duration::from_millis(300)).await;
         let mut c = Client::login(srv.addr).await;
@@ -554,7 +549,7 @@ async fn idle_clients_are_logged_out_without_update() {
 
 #[tokio::test]
 async fn stls_is_refused_without_a_certificate() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TestServer::start(&three()).await;
         let (mut c, _) = Client::connect(srv.addr).await;
         assert!(!c.lines("CAPA").await.iter().any(|l| l == "STLS"));
@@ -567,7 +562,7 @@ async fn stls_is_refused_without_a_certificate() {
 
 #[tokio::test]
 async fn an_empty_or_missing_maildrop() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TestServer::start(&[]).await;
         let mut c = Client::login(srv.addr).await;
         assert_eq!(c.ok("STAT").await, "+OK 0 0");

@@ -1,7 +1,5 @@
 //! `popguard score` and `popguard rules` as a user runs them: the real binary on fixture files in a temp dir.
 
-mod dnsbl_server;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -348,8 +346,8 @@ fn rules_list_shows_the_set() {
 #[tokio::test]
 async fn nameserver_flag_points_blocklist_lookups_at_a_local_resolver() {
     // A blocklist zone served on 127.0.0.1 that lists the domain the message links to.
-    let dns = dnsbl_server::TestDns::start(vec![
-        dnsbl_server::TestZone::new("dbl.test")
+    let dns = popguard_test_support::dns::TestDns::start(vec![
+        popguard_test_support::dns::TestZone::new("dbl.test")
             .with("listed.example", std::net::Ipv4Addr::new(127, 0, 1, 2)),
     ])
     .await;

@@ -1,16 +1,16 @@
-//! `popguard client` against a real Dovecot (tests/common): `fetch` downloads a maildrop of more than 100 varied
+//! `popguard client` against a real Dovecot (tests/support): `fetch` downloads a maildrop of more than 100 varied
 //! messages byte-identically (modulo CRLF) over plaintext, implicit TLS and STLS with the test CA; refuses an
 //! unverifiable certificate clearly; `--delete` empties the maildrop; `--new-only` fetches nothing the second time.
 
-mod common;
+use popguard_test_support as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::compare::normalize;
-use common::fixtures;
-use common::{Dovecot, assert_same_messages, require_peer, with_timeout};
+use support::compare::normalize;
+use support::fixtures;
+use support::{Dovecot, assert_same_messages, require_peer, with_timeout};
 
 use popguard::client::{AuthMethod, Client, ConnectOptions, Eol, Security};
 use popguard::secret::Secret;

@@ -589,7 +589,7 @@ fn config(
     let cert = ca.cert_file.display();
     let key = ca.key_file.display();
     format!(
-        r#"# private test instance made by tests/common/dovecot.rs
+        r#"# private test instance made by tests/support/src/dovecot.rs
 instance_name = popguard-test-{port}
 base_dir = {root}/run
 state_dir = {root}/state

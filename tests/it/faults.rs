@@ -4,10 +4,10 @@
 //! the same data dir, and a data dir that cannot be written. In every case no message is lost and nothing is
 //! deleted that a client did not commit with QUIT.
 //!
-//! Not repeated here (already proven elsewhere): a client dropping after DELE without QUIT (tests/proxy_peers.rs
-//! against Dovecot, tests/proxy_session.rs against a scripted upstream).
+//! Not repeated here (already proven elsewhere): a client dropping after DELE without QUIT (tests/it/proxy_peers.rs
+//! against Dovecot, tests/it/proxy_session.rs against a scripted upstream).
 
-mod common;
+use popguard_test_support as support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,14 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{
-    Dovecot, fixtures, popguard_bin, require_peer, spawn_command, wait_for_port, with_timeout,
-};
-use popguard::config::Config;
-use popguard::filter::Filter;
 use popguard::pop3::{Pop3Stream, Response};
-use popguard::proxy;
 use popguard::server::{self, ServerConfig, users::Users};
+use support::{
+    Dovecot, ProxyBuilder, RunningProxy, fixtures, popguard_bin, require_peer, spawn_command,
+    wait_for_port, with_timeout,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -111,38 +109,19 @@ async fn relay_one(down: TcpStream, upstream: SocketAddr, trigger: &'static [u8]
     commands.abort();
 }
 
-/// A config for the proxy on `data` in front of `upstream`; `extra` adds `[proxy]` keys (`action` defaults to tag).
+/// The proxy in front of `upstream` (tag, no DNSBL); `extra` adds `[proxy]` keys.
+fn proxy_builder(upstream: SocketAddr, extra: &str) -> ProxyBuilder {
+    ProxyBuilder::new(upstream).config(extra)
+}
+
+/// A config file text for the proxy on `data` in front of `upstream`, for `popguard proxy --config`.
 fn config_text(data: &Path, upstream: SocketAddr, extra: &str) -> String {
-    let action = if extra.contains("action") {
-        ""
-    } else {
-        "action = \"tag\"\n"
-    };
-    format!(
-        "data_dir = {:?}\n[proxy]\nupstream = \"{upstream}\"\nupstream_tls = \"none\"\n{action}{extra}\n\
-         [dnsbl]\nenabled = false\n",
-        data.to_str().unwrap()
-    )
+    proxy_builder(upstream, extra).config_text(data)
 }
 
-/// A relayed message with the proxy's additions (X-Spam-* fields, Subject prefix) removed.
-fn untag(msg: &[u8]) -> Vec<u8> {
-    let m = common::without_fields(msg, &["X-Spam-"]);
-    let needle = b"Subject: [SPAM] ";
-    match m.windows(needle.len()).position(|w| w == needle) {
-        Some(i) => [&m[..i], b"Subject: ".as_slice(), &m[i + needle.len()..]].concat(),
-        None => m,
-    }
-}
-
-/// The proxy in this process, in front of `upstream`, until the test ends.
-async fn start_proxy(data: &Path, upstream: SocketAddr, extra: &str) -> SocketAddr {
-    let config = Arc::new(Config::parse(&config_text(data, upstream, extra)).unwrap());
-    let filter = Arc::new(Filter::new(&config).unwrap());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(proxy::run(listener, config, filter, std::future::pending()));
-    addr
+/// The proxy in this process, in front of `upstream` with state in `data`, until the handle is dropped.
+async fn start_proxy(data: &Path, upstream: SocketAddr, extra: &str) -> RunningProxy {
+    proxy_builder(upstream, extra).data_dir(data).start().await
 }
 
 /// Messages big enough that a RETR spans many TCP reads.
@@ -272,14 +251,18 @@ async fn upstream_closing_mid_login_loses_nothing() {
         let data = tempfile::tempdir().unwrap();
         let cut = relay(dv.addr(), b"PASS ", Fault::Cut(0)).await;
         let px = start_proxy(data.path(), cut, "").await;
-        let mut s = connect(px).await;
+        let mut s = connect(px.addr).await;
         assert!(cmd(&mut s, &format!("USER {USER}")).await.unwrap().is_ok());
         assert_failed(cmd(&mut s, &format!("PASS {PASS}")).await, "PASS");
         assert_failed(cmd(&mut s, "STAT").await, "STAT after the cut");
         await_disconnects(&dv, base).await;
         assert_untouched(&dv, &all, "cut mid-login");
         // The same proxy data dir, healthy upstream: everything is there.
-        full_session(start_proxy(data.path(), dv.addr(), "").await, all.len()).await;
+        full_session(
+            start_proxy(data.path(), dv.addr(), "").await.addr,
+            all.len(),
+        )
+        .await;
     })
     .await;
 }
@@ -298,13 +281,17 @@ async fn upstream_closing_mid_list_loses_nothing() {
         // "+OK 6 messages:\r\n1 " then nothing: the listing is cut in its first entries.
         let cut = relay(dv.addr(), b"LIST\r\n", Fault::Cut(20)).await;
         let px = start_proxy(data.path(), cut, "").await;
-        let mut s = connect(px).await;
+        let mut s = connect(px.addr).await;
         login(&mut s).await;
         assert_failed(cmd(&mut s, "DELE 1").await, "DELE during a cut LIST");
         assert_failed(cmd(&mut s, "QUIT").await, "QUIT after the cut");
         await_disconnects(&dv, base).await;
         assert_untouched(&dv, &all, "cut mid-LIST");
-        full_session(start_proxy(data.path(), dv.addr(), "").await, all.len()).await;
+        full_session(
+            start_proxy(data.path(), dv.addr(), "").await.addr,
+            all.len(),
+        )
+        .await;
     })
     .await;
 }
@@ -322,7 +309,7 @@ async fn upstream_closing_mid_retr_loses_nothing_and_commits_no_dele() {
         let data = tempfile::tempdir().unwrap();
         let cut = relay(dv.addr(), b"RETR 2", Fault::Cut(3000)).await;
         let px = start_proxy(data.path(), cut, "").await;
-        let mut s = connect(px).await;
+        let mut s = connect(px.addr).await;
         login(&mut s).await;
         assert!(cmd(&mut s, "DELE 1").await.unwrap().is_ok());
         // The reply may start (+OK and part of the body) but must never end as a complete message.
@@ -335,7 +322,11 @@ async fn upstream_closing_mid_retr_loses_nothing_and_commits_no_dele() {
         assert_failed(cmd(&mut s, "QUIT").await, "QUIT after the cut");
         await_disconnects(&dv, base).await;
         assert_untouched(&dv, &all, "cut mid-RETR after DELE 1");
-        full_session(start_proxy(data.path(), dv.addr(), "").await, all.len()).await;
+        full_session(
+            start_proxy(data.path(), dv.addr(), "").await.addr,
+            all.len(),
+        )
+        .await;
     })
     .await;
 }
@@ -353,7 +344,7 @@ async fn stalled_upstream_is_an_err_within_the_upstream_timeout() {
         let stall = relay(dv.addr(), b"RETR 1", Fault::Stall(0)).await;
         let extra = format!("upstream_timeout = {STALL_TIMEOUT_SECS}");
         let px = start_proxy(data.path(), stall, &extra).await;
-        let mut s = connect(px).await;
+        let mut s = connect(px.addr).await;
         login(&mut s).await;
         assert!(cmd(&mut s, "DELE 2").await.unwrap().is_ok());
         let started = Instant::now();
@@ -389,7 +380,7 @@ async fn client_vanishing_mid_retr_or_during_the_first_scan_deletes_nothing() {
         let px = start_proxy(data.path(), dv.addr(), "").await;
 
         // Mid-RETR: read a little of a large message after DELE 2, then drop.
-        let mut s = connect(px).await;
+        let mut s = connect(px.addr).await;
         login(&mut s).await;
         assert!(cmd(&mut s, "DELE 2").await.unwrap().is_ok());
         s.write_raw(b"RETR 1\r\n").await.unwrap();
@@ -409,13 +400,13 @@ async fn client_vanishing_mid_retr_or_during_the_first_scan_deletes_nothing() {
         let data2 = tempfile::tempdir().unwrap();
         let base2 = disconnects(&dv);
         let px2 = start_proxy(data2.path(), dv.addr(), "").await;
-        let mut s = connect(px2).await;
+        let mut s = connect(px2.addr).await;
         login(&mut s).await;
         s.write_raw(b"DELE 1\r\nSTAT\r\n").await.unwrap();
         drop(s);
         await_disconnects(&dv, base2).await;
         assert_untouched(&dv, &all, "client gone during the first scan");
-        full_session(px2, all.len()).await;
+        full_session(px2.addr, all.len()).await;
     })
     .await;
 }
@@ -444,9 +435,9 @@ fn spawn_proxy(
     data: &Path,
     upstream: SocketAddr,
     extra: &str,
-) -> (common::ChildGuard, SocketAddr) {
+) -> (support::ChildGuard, SocketAddr) {
     std::fs::write(config, config_text(data, upstream, extra)).unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+    let addr: SocketAddr = format!("127.0.0.1:{}", support::free_port())
         .parse()
         .unwrap();
     let mut cmd = std::process::Command::new(popguard_bin());
@@ -578,10 +569,10 @@ async fn unwritable_data_dir_still_relays_and_says_what_it_cannot_save() {
         }
         assert!(cmd(&mut s, "QUIT").await.unwrap().is_ok());
         for (n, (g, m)) in got.iter().zip(&all).enumerate() {
-            common::assert_same_message(&format!("message {}", n + 1), &untag(g), m);
+            support::assert_same_message(&format!("message {}", n + 1), &support::strip_tag(g), m);
             // Scanned and marked as configured (mark_ham is on by default), although nothing could be saved.
             assert!(
-                common::header_value(g, "X-Spam-Status").is_some(),
+                support::header_value(g, "X-Spam-Status").is_some(),
                 "message {} is not marked",
                 n + 1
             );
@@ -686,7 +677,7 @@ async fn builtin_server_upstream_cut_mid_login_list_retr_loses_nothing() {
             let what = String::from_utf8_lossy(trigger).trim().to_string();
             let cut = relay(upstream, trigger, Fault::Cut(after)).await;
             let px = start_proxy(data.path(), cut, "").await;
-            let mut s = connect(px).await;
+            let mut s = connect(px.addr).await;
             assert!(cmd(&mut s, &format!("USER {USER}")).await.unwrap().is_ok());
             if let Some(r) = cmd(&mut s, &format!("PASS {PASS}")).await
                 && r.is_ok()
@@ -712,7 +703,11 @@ async fn builtin_server_upstream_cut_mid_login_list_retr_loses_nothing() {
                 "cut at {what}: the maildrop changed"
             );
         }
-        full_session(start_proxy(data.path(), upstream, "").await, before.len()).await;
+        full_session(
+            start_proxy(data.path(), upstream, "").await.addr,
+            before.len(),
+        )
+        .await;
     })
     .await;
 }

@@ -2,13 +2,13 @@
 //! varied fixtures byte-identically (modulo CRLF), plaintext and over TLS, keeping or deleting; plus checks of the
 //! fixtures and comparison helpers themselves. Every interop test in the project builds on these helpers.
 
-mod common;
+use popguard_test_support as support;
 
 use std::time::Instant;
 
-use common::dovecot::DovecotOptions;
-use common::fixtures;
-use common::{
+use support::dovecot::DovecotOptions;
+use support::fixtures;
+use support::{
     Client, Dovecot, Opts, Tls, assert_same_messages, require_peer, same_message, with_timeout,
 };
 
@@ -196,7 +196,7 @@ async fn getmail_has_no_stls_and_curl_no_uidl_memory() {
     assert!(Client::ALL.iter().all(|c| c.supports(&Opts::default())));
     // An unsupported request fails before anything is started.
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
-    let err = with_timeout(10, common::getmail(addr, USER, PASS, &stls))
+    let err = with_timeout(10, support::getmail(addr, USER, PASS, &stls))
         .await
         .expect_err("getmail with STLS");
     assert!(err.to_string().contains("not supported"), "{err}");
@@ -215,7 +215,7 @@ fn dovecot_starts_serves_and_cleans_up() {
         "dovecot startup (incl. CA, warm-up login): {:?}",
         t0.elapsed()
     );
-    assert!(common::wait_for_port(
+    assert!(support::wait_for_port(
         dv.tls_addr(),
         std::time::Duration::from_secs(5)
     ));
@@ -367,8 +367,8 @@ fn fixture_headers_are_tidy() {
     ]
     .concat();
     for m in &all {
-        let subject = common::compare::subject_of(m);
-        for field in common::header_fields(m) {
+        let subject = support::compare::subject_of(m);
+        for field in support::header_fields(m) {
             for line in field.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 assert!(
@@ -388,25 +388,25 @@ fn fixture_headers_are_tidy() {
     let odd = fixtures::odd_headers(2);
     assert!(
         odd.iter()
-            .all(|m| common::header_fields(m).iter().any(|f| f.len() > 1000))
+            .all(|m| support::header_fields(m).iter().any(|f| f.len() > 1000))
     );
 }
 
 #[test]
 fn header_helpers_split_unfold_and_strip() {
     let m = b"Subject: hello\r\n world\r\nX-Spam-Status: Yes,\r\n\ttests=A\r\nx-spam-flag: YES\r\nTo: b\r\n\r\nX-Spam-Body: kept\r\n";
-    assert_eq!(common::header_fields(m).len(), 4);
+    assert_eq!(support::header_fields(m).len(), 4);
     assert_eq!(
-        common::header_value(m, "subject").as_deref(),
+        support::header_value(m, "subject").as_deref(),
         Some("hello world")
     );
     assert_eq!(
-        common::header_value(m, "X-Spam-Status").as_deref(),
+        support::header_value(m, "X-Spam-Status").as_deref(),
         Some("Yes,\ttests=A")
     );
-    assert_eq!(common::header_value(m, "Cc"), None);
+    assert_eq!(support::header_value(m, "Cc"), None);
     assert_eq!(
-        common::without_fields(m, &["X-Spam-"]),
+        support::without_fields(m, &["X-Spam-"]),
         b"Subject: hello\r\n world\r\nTo: b\r\n\r\nX-Spam-Body: kept\r\n".to_vec()
     );
 }
@@ -496,7 +496,7 @@ fn same_message_ignores_only_line_ends() {
         !same_message(b"A: b\n\nx\n", b"A: b\n\nx\n\n"),
         "an extra blank line is a difference"
     );
-    let diff = common::compare::first_difference(
+    let diff = support::compare::first_difference(
         b"A: b\n\nline one\nline two\n",
         b"A: b\n\nline one\nline 2\n",
     );
@@ -513,9 +513,9 @@ fn same_message_ignores_only_line_ends() {
 
 #[test]
 fn require_peer_fails_in_ci_and_skips_elsewhere() {
-    assert!(common::peer_missing("surely-not-an-installed-peer").is_some());
+    assert!(support::peer_missing("surely-not-an-installed-peer").is_some());
     let outcome = std::panic::catch_unwind(|| require_peer("surely-not-an-installed-peer"));
-    if common::in_ci() {
+    if support::in_ci() {
         assert!(outcome.is_err(), "a missing peer must fail the test in CI");
     } else {
         assert!(

@@ -1,8 +1,6 @@
 //! A real DNS server on 127.0.0.1 (hickory-server, authoritative in-memory zones) for the DNSBL tests and benchmark,
 //! counting the queries it receives; and a "black hole" UDP socket that reads queries and never answers.
 
-#![allow(dead_code)] // each test binary uses a different part
-
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

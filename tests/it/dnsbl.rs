@@ -1,26 +1,18 @@
 //! DNS blocklist lookups against a real DNS server on 127.0.0.1 (hickory-server serving test zones): listings,
 //! non-listings, refusing zones, IPv6, the shared cache and the time budget. Nothing here leaves the loopback.
 
-mod dnsbl_server;
-
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use dnsbl_server::{BlackHole, TestDns, TestZone};
 use popguard::filter::dnsbl::{
     Dnsbl, DnsblConfig, DnsblResult, ZoneConfig, ZoneKind, default_zones,
 };
 use popguard::message::MessageView;
+use popguard_test_support::dns::{BlackHole, TestDns, TestZone};
+use popguard_test_support::with_timeout;
 
 /// Every test finishes well within this, or fails instead of hanging.
-const TEST_TIMEOUT: Duration = Duration::from_secs(20);
-
-async fn within<T>(fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(TEST_TIMEOUT, fut)
-        .await
-        .expect("test timed out")
-}
+const TEST_SECS: u64 = 20;
 
 fn code(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(127, 0, 0, last)
@@ -83,7 +75,7 @@ async fn standard_server() -> TestDns {
 
 #[tokio::test]
 async fn listed_sender_ip_scores_and_private_hops_are_never_asked() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dns = standard_server().await;
         let d = Dnsbl::new(&config(dns.addr, shipped_zones_on_test_server())).unwrap();
         let r = d
@@ -113,7 +105,7 @@ async fn listed_sender_ip_scores_and_private_hops_are_never_asked() {
 
 #[tokio::test]
 async fn unlisted_and_private_ips_do_not_score() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dns = standard_server().await;
         let d = Dnsbl::new(&config(dns.addr, shipped_zones_on_test_server())).unwrap();
         let private_only = view(
@@ -145,7 +137,7 @@ async fn unlisted_and_private_ips_do_not_score() {
 
 #[tokio::test]
 async fn several_codes_for_one_ip_give_one_hit_per_name() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dns = standard_server().await;
         let d = Dnsbl::new(&config(dns.addr, shipped_zones_on_test_server())).unwrap();
         let r = d
@@ -162,7 +154,7 @@ async fn several_codes_for_one_ip_give_one_hit_per_name() {
 
 #[tokio::test]
 async fn trusted_networks_move_the_lookup_to_the_next_hop() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dns = standard_server().await;
         let message = view(
             &[
@@ -191,7 +183,7 @@ async fn trusted_networks_move_the_lookup_to_the_next_hop() {
 
 #[tokio::test]
 async fn listed_url_domains_score_and_unlisted_do_not() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dns = standard_server().await;
         let d = Dnsbl::new(&config(dns.addr, shipped_zones_on_test_server())).unwrap();
         let r = d
@@ -230,7 +222,7 @@ async fn listed_url_domains_score_and_unlisted_do_not() {
 
 #[tokio::test]
 async fn refusing_zone_and_foreign_answers_do_not_list_anything() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         // A resolver that is refused by the blocklist answers 127.255.255.254 for every name; a hijacking one answers
         // with an ordinary address. Neither may turn every message into spam.
         let dns = TestDns::start(vec![
@@ -289,7 +281,7 @@ async fn refusing_zone_and_foreign_answers_do_not_list_anything() {
 
 #[tokio::test]
 async fn a_refused_rcode_is_skipped_not_fatal() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         // The server is not authoritative for `elsewhere.test` and answers REFUSED.
         let dns = standard_server().await;
         let mut zones = shipped_zones_on_test_server();
@@ -314,7 +306,7 @@ async fn a_refused_rcode_is_skipped_not_fatal() {
 
 #[tokio::test]
 async fn ipv6_senders_are_looked_up_by_reversed_nibbles() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dns = standard_server().await;
         let d = Dnsbl::new(&config(dns.addr, shipped_zones_on_test_server())).unwrap();
         let r = d
@@ -348,7 +340,7 @@ async fn ipv6_senders_are_looked_up_by_reversed_nibbles() {
 
 #[tokio::test]
 async fn the_cache_answers_repeats_positive_and_negative() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dns = standard_server().await;
         let d = Dnsbl::new(&config(dns.addr, shipped_zones_on_test_server())).unwrap();
         let message = view(
@@ -377,7 +369,7 @@ async fn the_cache_answers_repeats_positive_and_negative() {
 
 #[tokio::test]
 async fn cached_answers_expire_with_their_ttl() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let zones = vec![
             TestZone::new("zen.test").with("99.2.0.192", code(2)),
             TestZone::new("dbl.test"),
@@ -398,7 +390,7 @@ async fn cached_answers_expire_with_their_ttl() {
 
 #[tokio::test]
 async fn a_resolver_that_never_answers_costs_at_most_the_budget() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let hole = BlackHole::start().await;
         let mut cfg = config(hole.addr, shipped_zones_on_test_server());
         cfg.budget_ms = 300;
@@ -431,7 +423,7 @@ async fn a_resolver_that_never_answers_costs_at_most_the_budget() {
 
 #[tokio::test]
 async fn the_lookup_cap_bounds_queries_per_message() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dns = standard_server().await;
         let mut cfg = config(dns.addr, shipped_zones_on_test_server());
         cfg.max_lookups = 2;

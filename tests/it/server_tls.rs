@@ -11,18 +11,12 @@ use popguard::secret::Secret;
 use popguard::server::users::Users;
 use popguard::server::{ServerConfig, run};
 use popguard::tls::{self, MaybeTls};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use popguard_test_support::{TestCa, with_timeout};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-const TEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn within<F: Future>(fut: F) -> F::Output {
-    tokio::time::timeout(TEST_TIMEOUT, fut)
-        .await
-        .expect("test timed out")
-}
+const TEST_SECS: u64 = 30;
 
 const MESSAGE: &[u8] = b"From: a@example.org\nSubject: over TLS\n\n.dot line\nbody\n";
 
@@ -36,20 +30,7 @@ impl TlsServer {
     /// A test CA and a `localhost` certificate it signed (in the temp dir), and a server using them.
     async fn start(implicit: bool) -> TlsServer {
         let dir = tempfile::tempdir().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "popguard server test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
-        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).unwrap();
-        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+        let ca = TestCa::create(dir.path());
 
         let drop = dir.path().join("mail/alice");
         for sub in ["new", "cur", "tmp"] {
@@ -60,9 +41,7 @@ impl TlsServer {
             dir.path().join("mail"),
             Users::parse("alice:secret\n").unwrap(),
         );
-        config.tls = Some(
-            tls::server_config(&dir.path().join("cert.pem"), &dir.path().join("key.pem")).unwrap(),
-        );
+        config.tls = Some(ca.server_config());
         config.implicit_tls = implicit;
         config.auth_failure_delay = Duration::from_millis(10);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -105,7 +84,7 @@ async fn capa<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
 
 #[tokio::test]
 async fn stls_upgrades_and_forgets_what_came_before() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TlsServer::start(false).await;
         let tcp = TcpStream::connect(srv.addr).await.unwrap();
         let mut s = Pop3Stream::new(tcp);
@@ -146,7 +125,7 @@ async fn stls_upgrades_and_forgets_what_came_before() {
 
 #[tokio::test]
 async fn plaintext_pipelined_after_stls_closes_the_connection() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TlsServer::start(false).await;
         let mut tcp = TcpStream::connect(srv.addr).await.unwrap();
         let mut greeting = [0u8; 256];
@@ -168,7 +147,7 @@ async fn plaintext_pipelined_after_stls_closes_the_connection() {
 
 #[tokio::test]
 async fn implicit_tls_greets_inside_tls() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let srv = TlsServer::start(true).await;
         let tcp = TcpStream::connect(srv.addr).await.unwrap();
         let client = tls::client_config_with(Some(&srv.ca()), false).unwrap();

@@ -1,11 +1,9 @@
 //! In-process tests of the proxy session over in-memory pipes, against a scripted upstream: the edge cases a real
 //! server cannot be made to produce on demand (a connection cut in the middle of RETR, no UIDL, no TOP, no CAPA),
 //! plus the renumbering, tagging and deletion rules. The real-peer evidence (Dovecot and real clients) is in
-//! `tests/proxy_peers.rs`.
+//! `tests/it/proxy_peers.rs`.
 //!
 //! Scoring is a fixed function here (spam = contains `SPAM-ME`), so these tests do not depend on rule tuning.
-
-mod proxy_fake;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,20 +13,20 @@ use base64::prelude::*;
 use md5::{Digest, Md5};
 use popguard::pop3::Pop3Error;
 use popguard::store::quarantine::Quarantine;
-use proxy_fake::*;
+use popguard_test_support::fake::*;
+use popguard_test_support::{FixedScorer, with_timeout};
+
+/// Every test finishes in well under this; a deadlock fails instead of hanging.
+const TEST_SECS: u64 = 20;
 
 // ---------------------------------------------------------------- tests
 
 #[tokio::test]
 async fn tag_mode_delivers_everything_with_exact_sizes() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "tag", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "tag").build();
         let mut c = connect(&p).await;
         c.login().await;
         let stat = c.cmd("STAT").await;
@@ -77,10 +75,10 @@ async fn tag_mode_delivers_everything_with_exact_sizes() {
 
 #[tokio::test]
 async fn top_shows_the_same_tagged_header_as_retr() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(config(dir.path(), "tag", ""), fake, Default::default());
+        let p = fake.proxy(dir.path(), "tag").build();
         let mut c = connect(&p).await;
         c.login().await;
         for n in 1..=3 {
@@ -97,14 +95,10 @@ async fn top_shows_the_same_tagged_header_as_retr() {
 
 #[tokio::test]
 async fn hide_mode_renumbers_and_never_deletes_hidden_spam() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "hide", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "hide").build();
         let mut c = connect(&p).await;
         c.login().await;
         let (a, cc) = (&mixed()[0], &mixed()[2]);
@@ -160,14 +154,10 @@ async fn hide_mode_renumbers_and_never_deletes_hidden_spam() {
 
 #[tokio::test]
 async fn rset_restores_deleted_messages() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "hide", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "hide").build();
         let mut c = connect(&p).await;
         c.login().await;
         assert!(c.cmd("DELE 2").await.is_ok());
@@ -184,14 +174,10 @@ async fn rset_restores_deleted_messages() {
 
 #[tokio::test]
 async fn client_that_drops_without_quit_deletes_nothing() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "tag", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "tag").build();
         let mut c = connect(&p).await;
         c.login().await;
         assert!(c.cmd("DELE 1").await.is_ok());
@@ -213,7 +199,7 @@ async fn client_that_drops_without_quit_deletes_nothing() {
 
 #[tokio::test]
 async fn upstream_dying_mid_retr_is_never_a_complete_message() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let big = msg("uid-big", "Large", &"0123456789abcdef\r\n".repeat(20_000));
         let fake = Fake::new(
@@ -223,11 +209,7 @@ async fn upstream_dying_mid_retr_is_never_a_complete_message() {
                 ..Behaviour::default()
             },
         );
-        let p = proxy(
-            config(dir.path(), "tag", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "tag").build();
         let mut c = connect(&p).await;
         c.login().await;
         let r = c.cmd("RETR 1").await;
@@ -240,10 +222,10 @@ async fn upstream_dying_mid_retr_is_never_a_complete_message() {
 
 #[tokio::test]
 async fn pipelined_commands_are_answered_in_order() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(config(dir.path(), "hide", ""), fake.clone(), Default::default());
+        let p = fake.proxy(dir.path(), "hide").build();
         let mut c = connect(&p).await;
         // Everything in one write, as mpop does.
         c.s.write_raw(b"CAPA\r\nUSER alice\r\nPASS secret\r\nSTAT\r\nLIST\r\nUIDL\r\nRETR 1\r\nRETR 2\r\nDELE 1\r\nDELE 2\r\nQUIT\r\n")
@@ -274,11 +256,14 @@ async fn pipelined_commands_are_answered_in_order() {
 
 #[tokio::test]
 async fn verdicts_are_cached_per_uidl_across_sessions() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
         let calls = Arc::new(AtomicUsize::new(0));
-        let p = proxy(config(dir.path(), "hide", ""), fake.clone(), calls.clone());
+        let p = fake
+            .proxy(dir.path(), "hide")
+            .scorer(FixedScorer::new().counting(calls.clone()))
+            .build();
         let mut c = connect(&p).await;
         c.login().await;
         let first = c.multi("LIST").await.1;
@@ -299,14 +284,10 @@ async fn verdicts_are_cached_per_uidl_across_sessions() {
 
 #[tokio::test]
 async fn released_message_is_shown_from_the_next_session_on() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "hide", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "hide").build();
         let mut c = connect(&p).await;
         c.login().await;
         assert_eq!(c.cmd("STAT").await.text.split(' ').next(), Some("2"));
@@ -352,7 +333,7 @@ async fn released_message_is_shown_from_the_next_session_on() {
 
 #[tokio::test]
 async fn upstream_without_uidl_top_or_capa_still_works() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(
             mixed(),
@@ -364,7 +345,10 @@ async fn upstream_without_uidl_top_or_capa_still_works() {
             },
         );
         let calls = Arc::new(AtomicUsize::new(0));
-        let p = proxy(config(dir.path(), "hide", ""), fake.clone(), calls.clone());
+        let p = fake
+            .proxy(dir.path(), "hide")
+            .scorer(FixedScorer::new().counting(calls.clone()))
+            .build();
         let mut c = connect(&p).await;
         assert!(
             !c.cmd("CAPA").await.is_ok(),
@@ -390,14 +374,10 @@ async fn upstream_without_uidl_top_or_capa_still_works() {
 
 #[tokio::test]
 async fn capa_is_filtered_to_what_the_proxy_supports() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "tag", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "tag").build();
         let mut c = connect(&p).await;
         let (_, caps) = c.multi("CAPA").await;
         let caps = lines(&caps);
@@ -423,14 +403,10 @@ async fn capa_is_filtered_to_what_the_proxy_supports() {
 
 #[tokio::test]
 async fn auth_plain_is_relayed_with_continuations() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "hide", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "hide").build();
         let mut c = connect(&p).await;
         let r = c.cmd("AUTH PLAIN").await;
         assert_eq!(r.status, popguard::pop3::Status::Continue);
@@ -456,14 +432,10 @@ async fn auth_plain_is_relayed_with_continuations() {
 
 #[tokio::test]
 async fn apop_is_relayed_when_the_greeting_has_a_timestamp() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "tag", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "tag").build();
         let mut c = connect(&p).await;
         assert!(
             c.greeting.text.contains("<1234.5678@fake.test>"),
@@ -485,11 +457,7 @@ async fn apop_is_relayed_when_the_greeting_has_a_timestamp() {
                 ..Behaviour::default()
             },
         );
-        let p2 = proxy(
-            config(dir.path(), "tag", ""),
-            fake2.clone(),
-            Default::default(),
-        );
+        let p2 = fake2.proxy(dir.path(), "tag").build();
         let mut c = connect(&p2).await;
         assert!(!c.cmd(&format!("APOP carol {digest}")).await.is_ok());
         assert_eq!(fake2.count("APOP"), 0);
@@ -499,10 +467,10 @@ async fn apop_is_relayed_when_the_greeting_has_a_timestamp() {
 
 #[tokio::test]
 async fn last_counts_retrieved_client_numbers_not_the_scan() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(config(dir.path(), "hide", ""), fake, Default::default());
+        let p = fake.proxy(dir.path(), "hide").build();
         let mut c = connect(&p).await;
         c.login().await;
         // The scan fetched every message with TOP; that must not make them look read.
@@ -518,14 +486,13 @@ async fn last_counts_retrieved_client_numbers_not_the_scan() {
 
 #[tokio::test]
 async fn delete_hidden_removes_spam_at_quit_only_when_configured() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "hide", "delete_hidden = true"),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake
+            .proxy(dir.path(), "hide")
+            .config("delete_hidden = true")
+            .build();
         let mut c = connect(&p).await;
         c.login().await;
         assert!(c.cmd("STAT").await.is_ok());
@@ -537,13 +504,13 @@ async fn delete_hidden_removes_spam_at_quit_only_when_configured() {
 
 #[tokio::test]
 async fn large_message_streams_through_intact() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         // 4 MB body with dot-leading lines everywhere.
         let body = ".line with a leading dot\r\nplain line of text here\r\n".repeat(80_000);
         let big = msg("uid-big", "SPAM-ME big", &body);
         let fake = Fake::new(vec![big.clone()], Behaviour::default());
-        let p = proxy(config(dir.path(), "tag", ""), fake, Default::default());
+        let p = fake.proxy(dir.path(), "tag").build();
         let mut c = connect(&p).await;
         c.login().await;
         let listed: usize = c
@@ -564,10 +531,10 @@ async fn large_message_streams_through_intact() {
 
 #[tokio::test]
 async fn bad_commands_get_err_and_the_session_goes_on() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(config(dir.path(), "tag", ""), fake, Default::default());
+        let p = fake.proxy(dir.path(), "tag").build();
         let mut c = connect(&p).await;
         assert!(!c.cmd("STAT").await.is_ok(), "not before login");
         assert!(!c.cmd("PASS secret").await.is_ok(), "PASS needs USER first");
@@ -590,16 +557,16 @@ async fn bad_commands_get_err_and_the_session_goes_on() {
 
 #[tokio::test]
 async fn per_user_upstreams_route_by_login_name() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let cfg = config(
-            dir.path(),
-            "tag",
-            "route_by_login = true\nroute_allow = [\"allowed.test:110\"]\n[users.alice]\nupstream = \"alice.test:110\"\nupstream_tls = \"none\"\n",
-        );
         // route_allow entries with port 110 default to STLS; this fake has no TLS, so check only where USER goes.
-        let p = proxy(cfg, fake.clone(), Default::default());
+        let p = fake
+            .proxy(dir.path(), "tag")
+            .config(
+                "route_by_login = true\nroute_allow = [\"allowed.test:110\"]\n[users.alice]\nupstream = \"alice.test:110\"\nupstream_tls = \"none\"\n",
+            )
+            .build();
         let mut c = connect(&p).await;
         assert!(c.greeting.text.contains("popguard"), "dynamic routing: the proxy greets itself");
         let (_, caps) = c.multi("CAPA").await;
@@ -621,19 +588,19 @@ async fn per_user_upstreams_route_by_login_name() {
 /// `popguard quarantine list` shows what was hidden; `release` brings it back next session and trains it as ham.
 #[tokio::test]
 async fn quarantine_cli_lists_and_releases() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(mixed(), Behaviour::default());
-        let p = proxy(config(dir.path(), "hide", ""), fake, Default::default());
+        let p = fake.proxy(dir.path(), "hide").build();
         let mut c = connect(&p).await;
         c.login().await;
         assert!(c.cmd("STAT").await.text.starts_with("2 "));
         assert!(c.cmd("QUIT").await.is_ok());
 
-        let bin = env!("CARGO_BIN_EXE_popguard");
+        let bin = popguard_test_support::popguard_bin();
         let data = dir.path().to_str().unwrap();
         let run = |args: &[&str]| {
-            std::process::Command::new(bin)
+            std::process::Command::new(&bin)
                 .args(args)
                 .env_remove("POPGUARD_CONFIG")
                 .output()
@@ -747,15 +714,11 @@ fn retr_log(fake: &Fake) -> Vec<String> {
 
 #[tokio::test]
 async fn read_ahead_asks_for_the_next_messages_and_the_client_sees_no_difference() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let msgs = many(12);
         let fake = Fake::new(msgs.clone(), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "tag", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "tag").build();
         let mut c = connect(&p).await;
         c.login().await;
         let (_, list) = c.multi("LIST").await;
@@ -810,7 +773,7 @@ async fn read_ahead_asks_for_the_next_messages_and_the_client_sees_no_difference
 
 #[tokio::test]
 async fn read_ahead_keeps_one_command_in_flight_without_pipelining_and_respects_hide() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let msgs = many(9);
         let b = Behaviour {
@@ -818,11 +781,7 @@ async fn read_ahead_keeps_one_command_in_flight_without_pipelining_and_respects_
             ..Behaviour::default()
         };
         let fake = Fake::new(msgs.clone(), b);
-        let p = proxy(
-            config(dir.path(), "hide", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "hide").build();
         let mut c = connect(&p).await;
         c.login().await;
         // Hide: every third message is spam, so client 1..6 are upstream 1,2,4,5,7,8.
@@ -852,14 +811,13 @@ async fn read_ahead_keeps_one_command_in_flight_without_pipelining_and_respects_
 
 #[tokio::test]
 async fn read_ahead_can_be_turned_off() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(many(5), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "tag", "read_ahead = false\n"),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake
+            .proxy(dir.path(), "tag")
+            .config("read_ahead = false\n")
+            .build();
         let mut c = connect(&p).await;
         c.login().await;
         c.multi("RETR 1").await;
@@ -874,14 +832,10 @@ async fn read_ahead_can_be_turned_off() {
 
 #[tokio::test]
 async fn a_client_that_leaves_with_read_ahead_in_flight_deletes_nothing() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new(many(6), Behaviour::default());
-        let p = proxy(
-            config(dir.path(), "tag", ""),
-            fake.clone(),
-            Default::default(),
-        );
+        let p = fake.proxy(dir.path(), "tag").build();
         let mut c = connect(&p).await;
         c.login().await;
         c.multi("RETR 1").await;
@@ -900,7 +854,7 @@ async fn a_client_that_leaves_with_read_ahead_in_flight_deletes_nothing() {
 
 #[tokio::test]
 async fn a_slow_first_scan_answers_within_the_budget_and_defers_the_rest() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let msgs = many(10);
         // No PIPELINING: one scan command at a time, so the budget can stop the requests.
@@ -909,30 +863,16 @@ async fn a_slow_first_scan_answers_within_the_budget_and_defers_the_rest() {
             ..Behaviour::default()
         };
         let fake = Fake::new(msgs.clone(), b);
-        let config = config(
-            dir.path(),
-            "hide",
-            "scan_budget = 1\ndelete_hidden = true\n",
-        );
         let calls = Arc::new(AtomicUsize::new(0));
-        let filter = Arc::new(popguard::filter::Filter::new(&config).unwrap());
-        let counted = calls.clone();
-        let p = Arc::new(
-            popguard::proxy::Proxy::new(config, filter, fake.clone())
-                .unwrap()
-                .with_scorer(move |_user, bytes| {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    // A slow scorer: 10 messages would take 3 s, three times the budget.
-                    std::thread::sleep(Duration::from_millis(300));
-                    let spam = bytes.windows(7).any(|w| w == b"SPAM-ME");
-                    let hits = vec![popguard::filter::Hit {
-                        name: if spam { "TEST_SPAM" } else { "TEST_HAM" }.into(),
-                        score: if spam { 10.0 } else { 0.5 },
-                        description: String::new(),
-                    }];
-                    popguard::filter::Verdict::from_hits(hits, 5.0, 3.0)
-                }),
-        );
+        // A slow scorer: 10 messages would take 3 s, three times the budget.
+        let scorer = FixedScorer::new()
+            .counting(calls.clone())
+            .slow(Duration::from_millis(300));
+        let p = fake
+            .proxy(dir.path(), "hide")
+            .config("scan_budget = 1\ndelete_hidden = true\n")
+            .scorer(scorer)
+            .build();
         let ham = msgs
             .iter()
             .filter(|m| !String::from_utf8_lossy(&m.data).contains("SPAM-ME"))
@@ -995,13 +935,16 @@ async fn a_slow_first_scan_answers_within_the_budget_and_defers_the_rest() {
 
 #[tokio::test]
 async fn fixed_tag_sizing_answers_at_once_and_keeps_every_size_true() {
-    within(async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let msgs = many(7);
         let fake = Fake::new(msgs.clone(), Behaviour::default());
         let calls = Arc::new(AtomicUsize::new(0));
-        let config = config(dir.path(), "tag", "tag_sizing = \"fixed\"\n");
-        let p = proxy(config, fake.clone(), calls.clone());
+        let p = fake
+            .proxy(dir.path(), "tag")
+            .config("tag_sizing = \"fixed\"\n")
+            .scorer(FixedScorer::new().counting(calls.clone()))
+            .build();
         let fixed = popguard::proxy::tag::FIXED_TAG_SIZE;
 
         let mut c = connect(&p).await;

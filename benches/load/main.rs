@@ -1,7 +1,7 @@
 //! POP3 load test: many concurrent sessions (login, STAT, LIST, UIDL, RETR, QUIT) against a private Dovecot
 //! directly and through `popguard proxy` in front of that same Dovecot, in one run, at several concurrency levels;
 //! then idle logged-in sessions held open to measure memory per idle session. Reports sessions/s, p50/p99 session
-//! latency, errors by kind, the proxy's peak memory, and the proxy/direct throughput ratio against issue 6's
+//! latency, errors by kind, the proxy's peak memory, and the proxy/direct throughput ratio against the
 //! targets (no errors, ≥ 0.8× direct, < 64 KiB per idle session). Optional targets: the built-in server, and the
 //! proxy in front of it; `--addr` loads any server on this machine instead.
 //!
@@ -9,14 +9,8 @@
 //! `cargo test --bench load -- --smoke` (about 10 s); `-- --help` lists the knobs. Every phase stops at a session
 //! count or a duration, whichever comes first, and is aborted `HARD_GRACE` after that. Loopback only.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-
-#[path = "load/driver.rs"]
 mod driver;
-#[path = "load/procmem.rs"]
 mod procmem;
-#[path = "load/session.rs"]
 mod session;
 
 use std::fmt::Write as _;
@@ -27,9 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use common::{ChildGuard, Dovecot, DovecotOptions};
 use driver::{Account, IdleResult, Load, LoadResult};
+use popguard_test_support as support;
 use session::Plan;
+use support::{ChildGuard, Dovecot, DovecotOptions};
 
 /// Issue 6: throughput through the proxy must be at least this fraction of Dovecot's own.
 const MIN_PROXY_RATIO: f64 = 0.8;
@@ -83,7 +78,7 @@ struct Opts {
     /// Per phase, start no session after this many seconds [full: 15; smoke: 2].
     #[arg(long)]
     duration: Option<f64>,
-    /// Messages in each mailbox (tests/common fixtures::mailbox) [full: 10; smoke: 4].
+    /// Messages in each mailbox (test-support fixtures::mailbox) [full: 10; smoke: 4].
     #[arg(long)]
     messages: Option<u32>,
     /// Messages each session RETRs [default: all].
@@ -250,7 +245,7 @@ fn tempdir(prefix: &str) -> tempfile::TempDir {
 }
 
 fn wait_listening(child: &mut ChildGuard, addr: SocketAddr, what: &str) {
-    if !common::wait_for_port(addr, START_TIMEOUT) {
+    if !support::wait_for_port(addr, START_TIMEOUT) {
         let status = child.try_wait();
         panic!(
             "{what} did not listen on {addr} within {START_TIMEOUT:?} (exit status {status:?}):\n{}",
@@ -269,7 +264,7 @@ fn spawn_proxy(bin: &Path, upstream: SocketAddr, sessions: usize) -> Target {
         &conf,
         &format!("[proxy]\nmax_sessions = {sessions}\n\n[dnsbl]\nenabled = false\n"),
     );
-    let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let args: Vec<std::ffi::OsString> = vec![
         "proxy".into(),
         "--listen".into(),
@@ -287,7 +282,7 @@ fn spawn_proxy(bin: &Path, upstream: SocketAddr, sessions: usize) -> Target {
     ];
     let mut cmd = std::process::Command::new(bin);
     cmd.args(args);
-    let mut child = common::spawn_command(cmd);
+    let mut child = support::spawn_command(cmd);
     wait_listening(&mut child, addr, "popguard proxy");
     Target {
         name: "proxy".into(),
@@ -320,7 +315,7 @@ fn spawn_server(bin: &Path, accounts: &[Account], messages: &[Vec<u8>], sessions
     }
     let users_file = root.path().join("users");
     write(&users_file, &users);
-    let addr = SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], support::free_port()));
     let mut cmd = std::process::Command::new(bin);
     cmd.args([
         "server".to_string(),
@@ -335,7 +330,7 @@ fn spawn_server(bin: &Path, accounts: &[Account], messages: &[Vec<u8>], sessions
         "--max-connections".into(),
         sessions.to_string(),
     ]);
-    let mut child = common::spawn_command(cmd);
+    let mut child = support::spawn_command(cmd);
     wait_listening(&mut child, addr, "popguard server");
     Target {
         name: "server".into(),
@@ -432,7 +427,7 @@ fn print_idle(target: &str, r: &IdleResult, how: &str) {
     }
 }
 
-/// Verdicts on issue 6's targets, collected through the run.
+/// Verdicts on the load targets, collected through the run.
 #[derive(Default)]
 struct Verdicts {
     lines: Vec<String>,
@@ -468,12 +463,12 @@ fn main() -> ExitCode {
     if let Some(addr) = opts.addr {
         return external(&runtime, &opts, &s, addr);
     }
-    if !common::require_peer("dovecot") {
+    if !support::require_peer("dovecot") {
         return ExitCode::SUCCESS;
     }
 
     let accounts = Arc::new(accounts(s.users));
-    let messages = common::fixtures::mailbox(s.messages as usize);
+    let messages = support::fixtures::mailbox(s.messages as usize);
     let mailbox_bytes: usize = messages.iter().map(Vec::len).sum();
     let high_performance = opts.dovecot == DovecotKind::Fast;
     let users: Vec<(&str, &str)> = accounts
@@ -508,7 +503,7 @@ fn main() -> ExitCode {
         opts.threads,
         opts.popguard
             .as_deref()
-            .unwrap_or(&common::popguard_bin())
+            .unwrap_or(&support::popguard_bin())
             .display(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/loadavg")
@@ -517,7 +512,7 @@ fn main() -> ExitCode {
     );
 
     let room = s.most_sessions_at_once() * 2 + 16;
-    let bin = opts.popguard.clone().unwrap_or_else(common::popguard_bin);
+    let bin = opts.popguard.clone().unwrap_or_else(support::popguard_bin);
     let mut verdicts = Verdicts::default();
     let enforce_targets = !opts.smoke;
     let start_target = |mode| match mode {
@@ -670,7 +665,7 @@ fn main() -> ExitCode {
         }
     }
 
-    println!("\ntargets (issue 6):");
+    println!("\ntargets:");
     for line in &verdicts.lines {
         println!("  {line}");
     }

@@ -1,24 +1,27 @@
-//! Shared helpers for integration tests: real peers (Dovecot and five POP3 clients), message fixtures,
-//! message comparison, and process/port helpers for running the `popguard` binary.
-//!
-//! Include with `mod common;` from any file in `tests/`. Not every test crate uses every helper, hence the
-//! crate-wide allows below.
-#![allow(dead_code, unused_imports)]
+//! Test support shared by popguard's integration tests (tests/it) and benchmarks (benches/): real peers (Dovecot
+//! and five POP3 clients), message fixtures and comparison, process and port helpers for the `popguard` binary, a
+//! scripted POP3 upstream, a test DNS server, the proxy harness, the one test PKI and the one fixed scorer.
 
 pub mod clients;
 pub mod compare;
+pub mod dns;
 pub mod dovecot;
+pub mod fake;
 pub mod fixtures;
+pub mod harness;
 pub mod process;
+pub mod scorer;
 pub mod tls;
 
 pub use clients::{Client, Opts, PeerError, Tls, curl, fetchmail, getmail, mpop, poplib};
 pub use compare::{
     assert_same_message, assert_same_messages, header_fields, header_value, same_message,
-    without_fields,
+    strip_tag, without_fields,
 };
 pub use dovecot::{Dovecot, DovecotOptions};
+pub use harness::{ProxyBuilder, RunningProxy};
 pub use process::{ChildGuard, free_port, popguard_bin, spawn, spawn_command, wait_for_port};
+pub use scorer::FixedScorer;
 pub use tls::TestCa;
 
 use std::future::Future;

@@ -11,24 +11,21 @@
 //! The fixtures' spam is recognised by Message-ID, so these tests check the relay and not rule tuning; one test
 //! runs the real filter and derives its expectation from the filter's own verdicts.
 
-mod common;
+use popguard_test_support as support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::fixtures;
-use common::{
-    Client, Dovecot, Opts, TestCa, assert_same_message, assert_same_messages, header_value,
-    require_peer, with_timeout, without_fields,
-};
-use popguard::config::Config;
-use popguard::filter::{Filter, Hit, ScoreOptions, Verdict};
+use popguard::filter::{Filter, ScoreOptions};
 use popguard::pop3::{Pop3Stream, Response};
-use popguard::proxy::upstream::TcpConnect;
-use popguard::proxy::{self, Proxy};
-use tokio::net::{TcpListener, TcpStream};
+use popguard::proxy;
+use support::fixtures;
+use support::{
+    Client, Dovecot, Opts, ProxyBuilder, RunningProxy, TestCa, assert_same_message,
+    assert_same_messages, header_value, require_peer, strip_tag, with_timeout,
+};
+use tokio::net::TcpStream;
 
 const USER: &str = "alice";
 const PASS: &str = "alicepw";
@@ -52,57 +49,21 @@ fn maildrop() -> (Msgs, Msgs, Msgs) {
     (ham, spam, all)
 }
 
-/// Fixture spam (Message-ID `<spam-...>`) is spam, everything else ham.
-fn fixture_verdict(_user: Option<&str>, bytes: &[u8]) -> Verdict {
-    let marker = b"Message-ID: <spam-";
-    let spam = bytes.windows(marker.len()).any(|w| w == marker);
-    let hit = Hit {
-        name: if spam { "FIXTURE_SPAM" } else { "FIXTURE_HAM" }.into(),
-        score: if spam { 9.0 } else { 0.0 },
-        description: String::new(),
-    };
-    Verdict::from_hits(vec![hit], 5.0, 3.0)
-}
-
-/// A proxy running in this process until dropped.
-struct RunningProxy {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for RunningProxy {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+/// A proxy in front of `upstream`. "tag-fixed": tag with `tag_sizing = "fixed"` (no scan before LIST; every message
+/// grows by the same size).
+fn proxy_builder(upstream: &str, tls: &str, ca: Option<&Path>, action: &str) -> ProxyBuilder {
+    let mut b = ProxyBuilder::new(upstream).upstream_tls(tls);
+    if let Some(ca) = ca {
+        b = b.ca_file(ca);
+    }
+    match action {
+        "tag-fixed" => b.action("tag").config("tag_sizing = \"fixed\"\n"),
+        a => b.action(a),
     }
 }
 
-fn proxy_config(
-    data: &Path,
-    upstream: &str,
-    tls: &str,
-    ca: Option<&Path>,
-    action: &str,
-) -> Arc<Config> {
-    let ca = ca
-        .map(|c| format!("ca_file = {:?}\n", c.to_str().unwrap()))
-        .unwrap_or_default();
-    // "tag-fixed": tag with `tag_sizing = "fixed"` (no scan before LIST; every message grows by the same size).
-    let (action, sizing) = match action {
-        "tag-fixed" => ("tag", "tag_sizing = \"fixed\"\n"),
-        a => (a, ""),
-    };
-    let text = format!(
-        "data_dir = {:?}\n[proxy]\nupstream = \"{upstream}\"\nupstream_tls = \"{tls}\"\n{ca}action = \"{action}\"\n\
-         {sizing}[dnsbl]\nenabled = false\n",
-        data.to_str().unwrap()
-    );
-    Arc::new(Config::parse(&text).unwrap())
-}
-
-/// Starts the proxy in front of `upstream`; `real_filter` uses the configured filter instead of the fixture scorer.
+/// Starts the proxy in front of `upstream`; `real_filter` uses the configured filter instead of the fixed scorer
+/// (which takes the fixtures' spam for spam by its Message-ID).
 async fn start_proxy(
     upstream: &str,
     tls: &str,
@@ -110,33 +71,11 @@ async fn start_proxy(
     action: &str,
     real_filter: bool,
 ) -> RunningProxy {
-    let data = tempfile::tempdir().unwrap();
-    let config = proxy_config(data.path(), upstream, tls, ca, action);
-    let filter = Arc::new(Filter::new(&config).unwrap());
-    let mut p = Proxy::new(config, filter, TcpConnect).unwrap();
-    if !real_filter {
-        p = p.with_scorer(fixture_verdict);
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(proxy::serve(listener, Arc::new(p), async {
-        let _ = stopped.await;
-    }));
-    RunningProxy {
-        addr,
-        stop: Some(stop),
-        _data: data,
-    }
-}
-
-/// A tagged message with the proxy's additions removed.
-fn untag(msg: &[u8]) -> Vec<u8> {
-    let m = without_fields(msg, &["X-Spam-"]);
-    let needle = b"Subject: [SPAM] ";
-    match m.windows(needle.len()).position(|w| w == needle) {
-        Some(i) => [&m[..i], b"Subject: ".as_slice(), &m[i + needle.len()..]].concat(),
-        None => m,
+    let b = proxy_builder(upstream, tls, ca, action);
+    if real_filter {
+        b.start().await
+    } else {
+        b.fixed_scorer().start().await
     }
 }
 
@@ -192,7 +131,7 @@ fn check_received(
     all: &[Vec<u8>],
 ) {
     if action == "hide" {
-        let plain: Vec<Vec<u8>> = got.iter().map(|m| untag(m)).collect();
+        let plain: Vec<Vec<u8>> = got.iter().map(|m| strip_tag(m)).collect();
         assert_same_messages(label, &plain, ham);
         for m in got {
             assert!(
@@ -208,7 +147,7 @@ fn check_received(
         "{label}: tag mode delivers everything"
     );
     for (i, (g, src)) in got.iter().zip(all).enumerate() {
-        assert_same_message(&format!("{label} #{i}"), &untag(g), src);
+        assert_same_message(&format!("{label} #{i}"), &strip_tag(g), src);
         let is_spam = spam.contains(src);
         let subject = header_value(g, "Subject").unwrap_or_default();
         if is_spam {
@@ -336,7 +275,7 @@ async fn new_only_hide(client: Client) {
                 .fetch(px.addr, USER, PASS, &opts)
                 .await
                 .unwrap_or_else(|e| panic!("{label} ({round}): {e}"));
-            got.iter().map(|m| untag(m)).collect::<Vec<_>>()
+            got.iter().map(|m| strip_tag(m)).collect::<Vec<_>>()
         };
         let hams_in = |part: &[Vec<u8>]| -> Vec<Vec<u8>> {
             part.iter().filter(|m| ham.contains(m)).cloned().collect()
@@ -513,12 +452,12 @@ async fn real_filter_hides_exactly_what_it_calls_spam() {
         dv.deliver(USER, &all);
         let px = start_proxy(&dv.addr().to_string(), "none", None, "hide", true).await;
         let data = tempfile::tempdir().unwrap();
-        let config = proxy_config(data.path(), "127.0.0.1:1", "none", None, "hide");
+        let config = proxy_builder("127.0.0.1:1", "none", None, "hide").parse_config(data.path());
         let filter = Filter::new(&config).unwrap();
         let mut visible = Vec::new();
         for m in &all {
             // What Dovecot sends: CRLF line ends and a final line end.
-            let wire = common::compare::normalize(m)
+            let wire = support::compare::normalize(m)
                 .split(|&b| b == b'\n')
                 .collect::<Vec<_>>()
                 .join(&b"\r\n"[..]);
@@ -549,7 +488,7 @@ async fn real_filter_hides_exactly_what_it_calls_spam() {
             )
             .await
             .unwrap_or_else(|e| panic!("poplib: {e}"));
-        let plain: Vec<Vec<u8>> = got.iter().map(|m| untag(m)).collect();
+        let plain: Vec<Vec<u8>> = got.iter().map(|m| strip_tag(m)).collect();
         eprintln!("real filter: {} of {} visible", visible.len(), all.len());
         assert_same_messages("real filter", &plain, &visible);
     })

@@ -2,8 +2,7 @@
 //! mid-RETR, dot-stuffing, a 50 MiB message streamed, TLS verification, STLS, and maildir fetch safety.
 
 use std::collections::BTreeSet;
-use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,18 +18,13 @@ use popguard::client::{
 };
 use popguard::secret::Secret;
 use popguard::tls::TlsMode;
+use popguard_test_support::{TestCa, with_timeout};
 
 /// Every test ends within this, so a deadlock fails instead of hanging CI.
-const TEST_TIMEOUT: Duration = Duration::from_secs(60);
+const TEST_SECS: u64 = 60;
 /// The 50 MiB streaming test moves the message through un-stuffing twice; unoptimised builds need longer.
-const HUGE_TIMEOUT: Duration = Duration::from_secs(240);
+const HUGE_SECS: u64 = 240;
 const HUGE_SIZE: usize = 50 * 1024 * 1024;
-
-async fn within<F: Future>(limit: Duration, f: F) -> F::Output {
-    tokio::time::timeout(limit, f)
-        .await
-        .expect("test timed out")
-}
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -461,7 +455,7 @@ async fn logged_in(fake: &Fake) -> Client<popguard::tls::MaybeTls<TcpStream>> {
 
 #[tokio::test]
 async fn user_pass_login_and_listings() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let fake = start_with(Script::default(), 3).await;
         let mut c = logged_in(&fake).await;
         let sizes: Vec<u64> = (1..=3).map(|i| crlf(&msg(i)).len() as u64).collect();
@@ -483,7 +477,7 @@ async fn user_pass_login_and_listings() {
 
 #[tokio::test]
 async fn auth_plain_when_user_is_not_offered_and_apop_on_request() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let script = Script {
             capa: Some(vec!["SASL PLAIN".into(), "UIDL".into()]),
             ..Script::default()
@@ -530,7 +524,7 @@ async fn auth_plain_when_user_is_not_offered_and_apop_on_request() {
 
 #[tokio::test]
 async fn err_replies_are_reported_and_the_session_goes_on() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let fake = start_with(
             Script {
                 err_on_retr: Some(2),
@@ -565,7 +559,7 @@ async fn err_replies_are_reported_and_the_session_goes_on() {
 
 #[tokio::test]
 async fn a_connection_closed_mid_retr_is_a_clear_error() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let fake = start_with(
             Script {
                 close_mid_retr: Some(1),
@@ -599,7 +593,7 @@ async fn a_connection_closed_mid_retr_is_a_clear_error() {
 
 #[tokio::test]
 async fn dot_stuffed_lines_come_back_exactly() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let fake = start_with(Script::default(), 1).await;
         let mut c = logged_in(&fake).await;
         let mut lf = Vec::new();
@@ -652,7 +646,7 @@ impl AsyncWrite for HashSink {
 
 #[tokio::test]
 async fn a_50_mib_message_is_streamed_not_buffered() {
-    within(HUGE_TIMEOUT, async {
+    with_timeout(HUGE_SECS, async {
         let fake = start(
             Script::default(),
             vec![
@@ -690,7 +684,7 @@ async fn a_50_mib_message_is_streamed_not_buffered() {
 
 #[tokio::test]
 async fn a_silent_server_times_out() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let fake = start_with(
             Script {
                 stall: true,
@@ -714,64 +708,19 @@ async fn a_silent_server_times_out() {
 
 // ---- TLS ----
 
-struct Pki {
-    ca_pem: String,
-    server: Arc<rustls::ServerConfig>,
-}
-
-/// A test CA and a server certificate for the given names, signed by it.
-fn pki(names: &[&str]) -> Pki {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "popguard client test CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-
-    let mut leaf =
-        rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    leaf.distinguished_name
-        .push(rcgen::DnType::CommonName, names[0]);
-    leaf.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-
-    let key = rustls_pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf_cert.der().clone()], key)
-        .unwrap();
-    Pki {
-        ca_pem: ca_cert.pem(),
-        server: Arc::new(server),
-    }
-}
-
-fn write_ca(dir: &Path, pki: &Pki) -> PathBuf {
-    let p = dir.join("ca.pem");
-    std::fs::write(&p, &pki.ca_pem).unwrap();
-    p
+/// A test CA and a server certificate for `names`, signed by it.
+fn pki(names: &[&str]) -> TestCa {
+    TestCa::new_with("popguard client test CA", names)
 }
 
 #[tokio::test]
 async fn implicit_tls_verifies_the_certificate_and_the_name() {
-    within(TEST_TIMEOUT, async {
-        let dir = tempfile::tempdir().unwrap();
+    with_timeout(TEST_SECS, async {
         let good = pki(&["localhost", "127.0.0.1"]);
-        let ca = write_ca(dir.path(), &good);
+        let ca = good.ca_file.clone();
         let fake = start_with(
             Script {
-                implicit_tls: Some(good.server.clone()),
+                implicit_tls: Some(good.server_config()),
                 ..Script::default()
             },
             2,
@@ -803,11 +752,10 @@ async fn implicit_tls_verifies_the_certificate_and_the_name() {
 
         // A certificate for another name is refused even from a trusted CA.
         let other = pki(&["mail.example.org"]);
-        let ca2 = dir.path().join("ca2.pem");
-        std::fs::write(&ca2, &other.ca_pem).unwrap();
+        let ca2 = other.ca_file.clone();
         let fake2 = start_with(
             Script {
-                implicit_tls: Some(other.server.clone()),
+                implicit_tls: Some(other.server_config()),
                 ..Script::default()
             },
             1,
@@ -828,17 +776,16 @@ async fn implicit_tls_verifies_the_certificate_and_the_name() {
 
 #[tokio::test]
 async fn stls_by_default_when_offered_and_capabilities_are_asked_again() {
-    within(TEST_TIMEOUT, async {
-        let dir = tempfile::tempdir().unwrap();
+    with_timeout(TEST_SECS, async {
         let p = pki(&["127.0.0.1"]);
         let script = Script {
             capa: Some(vec!["USER".into(), "UIDL".into(), "STLS".into()]),
-            stls: Some(p.server.clone()),
+            stls: Some(p.server_config()),
             ..Script::default()
         };
         let fake = start_with(script, 2).await;
         let mut o = opts(fake.port);
-        o.ca_file = Some(write_ca(dir.path(), &p));
+        o.ca_file = Some(p.ca_file.clone());
         let mut c = Client::connect(&o).await.unwrap();
         assert_eq!(c.security(), Security::StartTls);
         c.login("alice", &Secret::new("s3cret"), AuthMethod::Auto)
@@ -858,7 +805,7 @@ async fn stls_by_default_when_offered_and_capabilities_are_asked_again() {
 
 #[tokio::test]
 async fn stls_refusals_and_injection() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         // No STLS on a loopback server: clear text by default, a clear error when STLS was asked for.
         let fake = start_with(Script::default(), 1).await;
         let c = Client::connect(&opts(fake.port)).await.unwrap();
@@ -873,7 +820,7 @@ async fn stls_refusals_and_injection() {
         let p = pki(&["127.0.0.1"]);
         let script = Script {
             capa: Some(vec!["USER".into(), "STLS".into()]),
-            stls: Some(p.server.clone()),
+            stls: Some(p.server_config()),
             inject_after_stls: true,
             ..Script::default()
         };
@@ -916,7 +863,7 @@ fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn fetch_delete_saves_everything_then_commits_at_quit() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let md = Maildir::open_or_create(dir.path().join("Maildir")).unwrap();
         let fake = start_with(Script::default(), 5).await;
@@ -944,7 +891,7 @@ async fn fetch_delete_saves_everything_then_commits_at_quit() {
 
 #[tokio::test]
 async fn fetch_interrupted_mid_message_deletes_nothing_and_keeps_no_partial_file() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let md = Maildir::open_or_create(dir.path().join("Maildir")).unwrap();
         let fake = start_with(
@@ -989,7 +936,7 @@ async fn fetch_interrupted_mid_message_deletes_nothing_and_keeps_no_partial_file
 
 #[tokio::test]
 async fn fetch_local_write_failure_commits_only_the_saved_messages() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let md = Maildir::open_or_create(dir.path().join("Maildir")).unwrap();
         let fake = start_with(Script::default(), 5).await;
@@ -1032,7 +979,7 @@ async fn fetch_local_write_failure_commits_only_the_saved_messages() {
 
 #[tokio::test]
 async fn fetch_new_only_skips_what_it_has_seen() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let md = Maildir::open_or_create(dir.path().join("Maildir")).unwrap();
         let fake = start_with(Script::default(), 3).await;
@@ -1086,7 +1033,7 @@ async fn fetch_new_only_skips_what_it_has_seen() {
 
 #[tokio::test]
 async fn fetch_new_only_needs_uidl() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let md = Maildir::open_or_create(dir.path().join("Maildir")).unwrap();
         let fake = start_with(
@@ -1153,7 +1100,7 @@ async fn cli(args: &[&str], password: Option<&str>, stdin: Option<&str>) -> (boo
 
 #[tokio::test]
 async fn cli_commands_against_the_scripted_server() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let dir = tempfile::tempdir().unwrap();
         let fake = start_with(Script::default(), 3).await;
         let server = format!("127.0.0.1:{}", fake.port);
@@ -1215,7 +1162,7 @@ async fn cli_commands_against_the_scripted_server() {
 
 #[tokio::test]
 async fn cli_refuses_clear_text_to_a_remote_host_in_help_and_parses_servers() {
-    within(TEST_TIMEOUT, async {
+    with_timeout(TEST_SECS, async {
         let (ok, out, _) = cli(&["--help"], None, None).await;
         assert!(ok);
         assert!(
