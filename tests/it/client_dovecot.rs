@@ -2,12 +2,11 @@
 //! messages byte-identically (modulo CRLF) over plaintext, implicit TLS and STLS with the test CA; refuses an
 //! unverifiable certificate clearly; `--delete` empties the maildrop; `--new-only` fetches nothing the second time.
 
-use popguard_test_support as support;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use popguard_test_support as support;
 use support::compare::normalize;
 use support::fixtures;
 use support::{Dovecot, assert_same_messages, require_peer, with_timeout};

@@ -1,13 +1,12 @@
 //! `popguard demo` as a user runs it: the printed addresses and commands, the printed client command run through
 //! the proxy (spam tagged, ham untouched, nothing lost), `--action hide`, a kept `--dir`, and a clean exit on SIGTERM.
 
-use popguard_test_support as support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use popguard_test_support as support;
 use support::{ChildGuard, header_value, spawn, with_timeout, without_fields};
 
 const TEST_TIMEOUT_SECS: u64 = 120;

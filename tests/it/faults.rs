@@ -7,16 +7,16 @@
 //! Not repeated here (already proven elsewhere): a client dropping after DELE without QUIT (tests/it/proxy_peers.rs
 //! against Dovecot, tests/it/proxy_session.rs against a scripted upstream).
 
-use popguard_test_support as support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use popguard::pop3::{Pop3Stream, Response};
+use popguard::pop3::Response;
 use popguard::server::{self, ServerConfig, users::Users};
+use popguard_test_support as support;
+use support::raw::{RawSession, connect, try_command as cmd};
 use support::{
     Dovecot, ProxyBuilder, RunningProxy, fixtures, popguard_bin, require_peer, spawn_command,
     wait_for_port, with_timeout,
@@ -30,8 +30,6 @@ const PASS: &str = "alicepw";
 const TEST_SECS: u64 = 30;
 /// The upstream timeout configured for the stall test, in seconds (the smallest the proxy accepts).
 const STALL_TIMEOUT_SECS: u64 = 1;
-
-type Client = Pop3Stream<TcpStream>;
 
 /// What the relay does to the upstream's replies once the proxy has sent the trigger.
 #[derive(Clone, Copy)]
@@ -139,20 +137,7 @@ fn big_mailbox(n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-async fn connect(addr: SocketAddr) -> Client {
-    let mut s = Pop3Stream::new(TcpStream::connect(addr).await.unwrap());
-    let greeting = s.read_response().await.unwrap();
-    assert!(greeting.is_ok(), "greeting: {greeting}");
-    s
-}
-
-/// Sends one command line; the reply, or `None` when the connection is gone.
-async fn cmd(s: &mut Client, line: &str) -> Option<Response> {
-    s.write_raw(format!("{line}\r\n").as_bytes()).await.ok()?;
-    s.read_response().await.ok()
-}
-
-async fn login(s: &mut Client) {
+async fn login(s: &mut RawSession) {
     for line in [format!("USER {USER}"), format!("PASS {PASS}")] {
         let r = cmd(s, &line).await.unwrap();
         assert!(r.is_ok(), "{line}: {r}");

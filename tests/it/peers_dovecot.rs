@@ -2,10 +2,9 @@
 //! varied fixtures byte-identically (modulo CRLF), plaintext and over TLS, keeping or deleting; plus checks of the
 //! fixtures and comparison helpers themselves. Every interop test in the project builds on these helpers.
 
-use popguard_test_support as support;
-
 use std::time::Instant;
 
+use popguard_test_support as support;
 use support::dovecot::DovecotOptions;
 use support::fixtures;
 use support::{

@@ -11,8 +11,6 @@
 //! The fixtures' spam is recognised by Message-ID, so these tests check the relay and not rule tuning; one test
 //! runs the real filter and derives its expectation from the filter's own verdicts.
 
-use popguard_test_support as support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +18,7 @@ use std::time::Duration;
 use popguard::filter::{Filter, ScoreOptions};
 use popguard::pop3::{Pop3Stream, Response};
 use popguard::proxy;
+use popguard_test_support as support;
 use support::fixtures;
 use support::{
     Client, Dovecot, Opts, ProxyBuilder, RunningProxy, TestCa, assert_same_message,

@@ -7,8 +7,6 @@
 //! `-ERR` (tests/it/proxy_net.rs `failed_certificate_verification_is_a_clear_err`, tests/it/proxy_peers.rs
 //! `untrusted_upstream_certificate_is_refused_with_the_reason`).
 
-use popguard_test_support as support;
-
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -16,13 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use popguard::config::Config;
-use popguard::pop3::{Pop3Stream, Response};
 use popguard::server::{self, ServerConfig, users::Users};
+use popguard_test_support as support;
+use support::raw::{command as cmd, connect};
 use support::{
     Dovecot, ProxyBuilder, fixtures, popguard_bin, require_peer, spawn_command, wait_for_port,
     with_timeout,
 };
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const USER: &str = "alice";
 /// Distinctive, so a hit in a log cannot be a coincidence.
@@ -31,22 +30,8 @@ const TEST_SECS: u64 = 30;
 /// The built-in upstream's delay before answering a failed login, for the timing test.
 const UPSTREAM_AUTH_DELAY: Duration = Duration::from_millis(600);
 
-type Client = Pop3Stream<TcpStream>;
-
 fn b64(data: &[u8]) -> String {
     fixtures::base64(data)
-}
-
-async fn connect(addr: SocketAddr) -> Client {
-    let mut s = Pop3Stream::new(TcpStream::connect(addr).await.unwrap());
-    let greeting = s.read_response().await.unwrap();
-    assert!(greeting.is_ok(), "greeting: {greeting}");
-    s
-}
-
-async fn cmd(s: &mut Client, line: &str) -> Response {
-    s.write_raw(format!("{line}\r\n").as_bytes()).await.unwrap();
-    s.read_response().await.unwrap()
 }
 
 /// USER/PASS, a wrong PASS, AUTH PLAIN with an initial response and with a continuation, RETR and QUIT: every way a

@@ -1,12 +1,11 @@
 //! The `popguard server` command as a user runs it: flags, start-up errors that say what to
 //! fix, the printed address, serving, and a clean exit on SIGTERM.
 
-use popguard_test_support as support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use popguard_test_support as support;
 use support::{ChildGuard, spawn, with_timeout};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -3,8 +3,6 @@
 //! keeping (maildrop untouched after: same files, same names, same bytes), plaintext and over TLS; and the clients
 //! that remember UIDLs fetch only new mail on a second run.
 
-use popguard_test_support as support;
-
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use popguard::server::users::Users;
 use popguard::server::{ServerConfig, run};
+use popguard_test_support as support;
 use support::fixtures;
 use support::{Client, Opts, TestCa, Tls, assert_same_messages, require_peer, with_timeout};
 use tokio::sync::oneshot;

@@ -10,6 +10,7 @@ pub mod fake;
 pub mod fixtures;
 pub mod harness;
 pub mod process;
+pub mod raw;
 pub mod scorer;
 pub mod tls;
 
