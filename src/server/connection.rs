@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use super::maildir::{MessageFile, READ_CHUNK, TopFilter};
+use super::maildir::{MessageSource, READ_CHUNK, TopFilter};
 use super::session::{Reply, Session, Shared};
 use crate::pop3::stream::WRITE_HIGH_WATER;
 use crate::pop3::{Pop3Error, Pop3Stream, RespCode, Response, Stuffer};
@@ -131,10 +131,11 @@ where
             Reply::Message {
                 ok,
                 path,
+                source,
                 size,
                 top,
             } => {
-                send_message(&mut conn, ok, path, size, top, idle).await?;
+                send_message(&mut conn, ok, path, source, size, top, idle).await?;
             }
             Reply::SaslContinue => {
                 timed(idle, conn.write_response(&Response::cont(""))).await?;
@@ -241,22 +242,22 @@ async fn send_message<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Pop3Stream<S>,
     ok: Response,
     path: PathBuf,
+    source: MessageSource,
     size: u64,
     top: Option<u32>,
     idle: Duration,
 ) -> Result<(), ConnError> {
-    let open_and_read = |p: &std::path::Path| {
-        let mut file = MessageFile::open(p)?;
+    let open_and_read = |src: &MessageSource| {
+        let mut file = src.open()?;
         let mut buf = Vec::new();
         file.read_chunk(&mut buf)?;
         Ok::<_, std::io::Error>((file, buf))
     };
     let first = if size <= INLINE_READ_LIMIT {
-        Ok(open_and_read(&path))
+        Ok(open_and_read(&source))
     } else {
         // Opening and the first read share one trip to the blocking pool.
-        let p = path.clone();
-        tokio::task::spawn_blocking(move || open_and_read(&p)).await
+        tokio::task::spawn_blocking(move || open_and_read(&source)).await
     };
     let (mut file, mut buf) = match first {
         Ok(Ok(x)) => x,

@@ -3,13 +3,22 @@
 //! The maildrop is never modified except by [`Maildrop::remove`] (called only in the UPDATE state): messages are
 //! not moved from `new/` to `cur/` and no flags are added, so a session that ends any other way leaves it exactly
 //! as it was. Everything here is blocking file I/O; the session runs it on tokio's blocking pool.
+//!
+//! A maildrop may belong to a local user who can plant symbolic links in it, while the server reads and deletes
+//! with its own privileges. So nothing is ever reached through a link: `new/` and `cur/` are opened once with
+//! `O_NOFOLLOW` when the session starts, and every later stat, open and unlink of a message goes through those
+//! descriptors, by name, again with `O_NOFOLLOW`, and checks that it found the file (device and inode) that was
+//! listed. Swapping `cur/` or a message for a link after LIST then reaches nothing outside the maildrop.
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags};
+use rustix::io::Errno;
 
 use sha2::{Digest, Sha256};
 
@@ -47,6 +56,8 @@ pub enum MaildirError {
 /// One message as the session sees it: fixed when the session starts, so message numbers stay stable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageInfo {
+    /// How to reach the listed file again without following a link (see the module comment).
+    pub source: MessageSource,
     /// The file, in `new/` or `cur/`.
     pub path: PathBuf,
     /// The unique part of the file name (before the `:2,` info), or a hash of it when that is not a valid UIDL.
@@ -60,7 +71,86 @@ pub struct MessageInfo {
 #[derive(Debug, Clone)]
 pub struct Maildrop {
     root: PathBuf,
+    /// `new/` and `cur/` as opened at the start of the session (absent ones left out).
+    dirs: Vec<Arc<OwnedFd>>,
     messages: Vec<MessageInfo>,
+}
+
+/// One listed message file: the directory it was found in (an open descriptor), its name there, and its identity
+/// then. Opening or removing it later goes through the descriptor and checks the identity.
+#[derive(Debug, Clone)]
+pub struct MessageSource {
+    dir: Arc<OwnedFd>,
+    name: String,
+    /// Device and inode alone are not enough: a freed inode number is soon reused by the next new file.
+    id: FileId,
+}
+
+impl PartialEq for MessageSource {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.id == other.id
+    }
+}
+
+impl Eq for MessageSource {}
+
+/// Flags for opening a message: never through a link (`ELOOP` instead), never a controlling terminal, and never
+/// blocking on a FIFO someone swapped in for a message.
+fn message_open_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK
+}
+
+/// Flags for opening `new/` or `cur/`: a directory, and not a link to one.
+fn subdir_open_flags() -> OFlags {
+    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+/// The identity fields of a `stat` result. The field types differ between architectures, hence the casts.
+#[allow(clippy::unnecessary_cast)]
+fn stat_id(st: &rustix::fs::Stat) -> FileId {
+    FileId {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        len: st.st_size as u64,
+        mtime_ns: i128::from(st.st_mtime as i64) * 1_000_000_000
+            + i128::from(st.st_mtime_nsec as i64),
+    }
+}
+
+/// A message file as it is now, by name inside an opened directory, without following a link: its identity when
+/// it is a regular file, `None` when the name is something else (a link, a directory, a FIFO).
+fn stat_in(dir: &OwnedFd, name: &str) -> rustix::io::Result<Option<FileId>> {
+    let st = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok((FileType::from_raw_mode(st.st_mode) == FileType::RegularFile).then(|| stat_id(&st)))
+}
+
+impl MessageSource {
+    /// Opens the listed file for reading: through the directory descriptor, without following a link, and only
+    /// when it is still the very file that was listed.
+    pub fn open(&self) -> io::Result<MessageFile> {
+        let fd = rustix::fs::openat(
+            &*self.dir,
+            self.name.as_str(),
+            message_open_flags(),
+            Mode::empty(),
+        )?;
+        let file = fs::File::from(fd);
+        let st = rustix::fs::fstat(&file)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || stat_id(&st) != self.id {
+            return Err(io::Error::other(
+                "the message file was replaced since the maildrop was listed",
+            ));
+        }
+        Ok(MessageFile {
+            file,
+            remaining: self.id.len,
+        })
+    }
+
+    /// True when `name` in `dir` is this message (a regular file with the listed identity).
+    fn is_at(&self, dir: &OwnedFd, name: &str) -> bool {
+        matches!(stat_in(dir, name), Ok(Some(id)) if id == self.id)
+    }
 }
 
 /// What [`Maildrop::remove`] achieved.
@@ -102,39 +192,75 @@ impl Maildrop {
                 });
             }
         }
+        // The root is what the administrator configured (it may be a link on purpose); below it, nothing is.
+        let root_fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| MaildirError::Read {
+            path: root.to_owned(),
+            source: e.into(),
+        })?;
         let mut files = Vec::new();
+        let mut dirs = Vec::with_capacity(2);
         for sub in ["new", "cur"] {
             let dir = root.join(sub);
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(MaildirError::Read { path: dir, source }),
-            };
-            for entry in entries {
-                let entry = entry.map_err(|source| MaildirError::Read {
-                    path: dir.clone(),
-                    source,
-                })?;
-                // Symlinks are skipped, not followed: a link in a maildrop must not serve a file from elsewhere.
-                let Ok(ft) = entry.file_type() else { continue };
-                if !ft.is_file() {
+            let dir_fd = match rustix::fs::openat(&root_fd, sub, subdir_open_flags(), Mode::empty())
+            {
+                Ok(fd) => Arc::new(fd),
+                Err(Errno::NOENT) => continue,
+                Err(Errno::LOOP | Errno::NOTDIR) => {
+                    tracing::warn!(
+                        dir = %dir.display(),
+                        "skipping: not a directory (a symbolic link is never followed out of a maildrop)"
+                    );
                     continue;
                 }
-                let name = entry.file_name();
-                let Some(name) = name.to_str() else {
+                Err(e) => {
+                    return Err(MaildirError::Read {
+                        path: dir,
+                        source: e.into(),
+                    });
+                }
+            };
+            let entries = Dir::read_from(&*dir_fd).map_err(|e| MaildirError::Read {
+                path: dir.clone(),
+                source: e.into(),
+            })?;
+            for entry in entries {
+                let entry = entry.map_err(|e| MaildirError::Read {
+                    path: dir.clone(),
+                    source: e.into(),
+                })?;
+                let Ok(name) = entry.file_name().to_str() else {
                     // Maildir names are ASCII by construction; anything else is not a delivered message.
                     tracing::warn!(dir = %dir.display(), "skipping a file whose name is not UTF-8");
                     continue;
                 };
-                // Dot files are not messages (maildir spec: readers ignore them).
+                // Dot files (and `.`, `..`) are not messages (maildir spec: readers ignore them).
                 if name.starts_with('.') {
                     continue;
                 }
-                // The identity that validates a cached size; a failed stat means the file just went away.
-                let Ok(meta) = entry.metadata() else { continue };
-                let id = FileId::of(&meta);
-                files.push((delivery_time(name), name.to_owned(), entry.path(), id));
+                // Links, directories and devices are skipped, not followed; a failed stat means the file just
+                // went away. The identity validates a cached size and, later, every open and unlink.
+                let Ok(Some(id)) = stat_in(&dir_fd, name) else {
+                    continue;
+                };
+                let source = MessageSource {
+                    dir: dir_fd.clone(),
+                    name: name.to_owned(),
+                    id,
+                };
+                files.push((
+                    delivery_time(name),
+                    name.to_owned(),
+                    dir.join(name),
+                    id,
+                    source,
+                ));
             }
+            dirs.push(dir_fd);
         }
         // Oldest first, the order every POP3 client expects; the name breaks ties so the order is stable.
         files.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
@@ -150,16 +276,19 @@ impl Maildrop {
         let mut seen = HashSet::with_capacity(files.len());
         let mut messages = Vec::with_capacity(files.len());
         let mut buf = Vec::new();
-        for (_, name, path, id) in files {
+        for (_, name, path, id, source) in files {
             let size = match cache.get(&path, id) {
                 Some(s) => s,
-                None => match pop3_size_with(&path, &mut buf) {
+                None => match pop3_size_with(&source, &mut buf) {
                     Ok(s) => {
                         cache.put(&path, id, s);
                         s
                     }
-                    // Gone between readdir and now (another reader expunged it): not in this session.
+                    // Gone between readdir and now (another reader expunged it), or swapped for something
+                    // else: not in this session.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::Other => continue,
                     Err(source) => return Err(MaildirError::Read { path, source }),
                 },
             };
@@ -171,10 +300,16 @@ impl Maildrop {
                 uidl = hashed_uidl(rel.to_string_lossy().as_bytes());
                 seen.insert(uidl.clone());
             }
-            messages.push(MessageInfo { path, uidl, size });
+            messages.push(MessageInfo {
+                source,
+                path,
+                uidl,
+                size,
+            });
         }
         Ok(Maildrop {
             root: root.to_owned(),
+            dirs,
             messages,
         })
     }
@@ -190,42 +325,57 @@ impl Maildrop {
     /// Removes the given messages (indices into [`Maildrop::messages`]); the UPDATE state of RFC 1939 §6.
     ///
     /// A message someone else already removed counts as removed; one that was renamed meanwhile (a local mail
-    /// reader moving it from `new/` to `cur/`) is found again by its unique part.
+    /// reader moving it from `new/` to `cur/`) is found again by its identity. A name that now holds another file
+    /// or a link is left alone and reported: only the listed file is ever unlinked, and only inside the maildrop.
     pub fn remove(&self, indices: &[usize]) -> RemoveReport {
         let mut report = RemoveReport::default();
         for &i in indices {
             let Some(msg) = self.messages.get(i) else {
                 continue;
             };
-            match fs::remove_file(&msg.path) {
+            match self.remove_one(&msg.source) {
                 Ok(()) => report.removed += 1,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match self.find_renamed(&msg.path)
-                {
-                    Some(moved) => match fs::remove_file(&moved) {
-                        Ok(()) => report.removed += 1,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => report.removed += 1,
-                        Err(e) => report.failed.push((moved, e.to_string())),
-                    },
-                    None => report.removed += 1,
-                },
                 Err(e) => report.failed.push((msg.path.clone(), e.to_string())),
             }
         }
         report
     }
 
-    /// Looks for a message by the unique part of its original name in `cur/` and `new/`.
-    fn find_renamed(&self, original: &Path) -> Option<PathBuf> {
-        let name = original.file_name()?.to_str()?;
-        let unique = unique_part(name);
-        for sub in ["cur", "new"] {
-            let Ok(entries) = fs::read_dir(self.root.join(sub)) else {
+    fn remove_one(&self, src: &MessageSource) -> io::Result<()> {
+        let (dir, name) = match stat_in(&src.dir, &src.name) {
+            Ok(Some(id)) if id == src.id => (src.dir.clone(), src.name.clone()),
+            Ok(_) => {
+                return Err(io::Error::other(
+                    "another file or a link now has this name; left alone",
+                ));
+            }
+            Err(Errno::NOENT) => match self.find_renamed(src) {
+                Some(found) => found,
+                // Already gone: what QUIT asked for is done.
+                None => return Ok(()),
+            },
+            Err(e) => return Err(e.into()),
+        };
+        match rustix::fs::unlinkat(&*dir, name.as_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Looks for a message by the unique part of its original name in the opened `cur/` and `new/`, accepting
+    /// only the listed file itself (a rename keeps the inode).
+    fn find_renamed(&self, src: &MessageSource) -> Option<(Arc<OwnedFd>, String)> {
+        let unique = unique_part(&src.name);
+        for dir in &self.dirs {
+            let Ok(entries) = Dir::read_from(&**dir) else {
                 continue;
             };
             for entry in entries.flatten() {
-                let n = entry.file_name();
-                if n.to_str().is_some_and(|n| unique_part(n) == unique) {
-                    return Some(entry.path());
+                let Ok(n) = entry.file_name().to_str() else {
+                    continue;
+                };
+                if unique_part(n) == unique && src.is_at(dir, n) {
+                    return Some((dir.clone(), n.to_owned()));
                 }
             }
         }
@@ -270,12 +420,16 @@ fn delivery_time(name: &str) -> u64 {
 
 /// The POP3 size of a file: its bytes plus one for every LF not preceded by CR (each is sent as CRLF).
 pub fn pop3_size(path: &Path) -> io::Result<u64> {
-    pop3_size_with(path, &mut Vec::new())
+    count_pop3_size(MessageFile::open(path)?, &mut Vec::new())
 }
 
-/// [`pop3_size`] with a caller's buffer, reused across files (a scan of thousands of files then allocates once).
-fn pop3_size_with(path: &Path, buf: &mut Vec<u8>) -> io::Result<u64> {
-    let mut file = MessageFile::open(path)?;
+/// The POP3 size of a listed message, with a caller's buffer reused across files (a scan of thousands of files
+/// then allocates once).
+fn pop3_size_with(source: &MessageSource, buf: &mut Vec<u8>) -> io::Result<u64> {
+    count_pop3_size(source.open()?, buf)
+}
+
+fn count_pop3_size(mut file: MessageFile, buf: &mut Vec<u8>) -> io::Result<u64> {
     let mut counter = SizeCounter::default();
     while !file.is_at_end() {
         file.read_chunk(buf)?;
@@ -294,17 +448,6 @@ pub struct FileId {
     ino: u64,
     len: u64,
     mtime_ns: i128,
-}
-
-impl FileId {
-    fn of(meta: &fs::Metadata) -> FileId {
-        FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
-        }
-    }
 }
 
 /// POP3 sizes of message files already read, shared by the sessions of one server.
@@ -702,6 +845,108 @@ mod tests {
         let left = Maildrop::open(&root).unwrap();
         assert_eq!(left.messages().len(), 1);
         assert_eq!(left.messages()[0].uidl, "4.d.h");
+    }
+
+    /// A local user who owns the maildrop points `cur/` at a directory of someone else's files.
+    #[test]
+    fn a_symlinked_subdirectory_is_not_listed() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("1.secret.h"), b"secret\n").unwrap();
+        let root = t.path().join("u");
+        make_maildrop(&root, &[("new/2.mine.h", b"mine\n")]);
+        fs::remove_dir(root.join("cur")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("cur")).unwrap();
+        let m = Maildrop::open(&root).unwrap();
+        let uidls: Vec<&str> = m.messages().iter().map(|x| x.uidl.as_str()).collect();
+        assert_eq!(uidls, vec!["2.mine.h"]);
+        // Nor is `new/` when it is the link.
+        fs::rename(root.join("new"), root.join("new.real")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("new")).unwrap();
+        assert!(Maildrop::open(&root).unwrap().messages().is_empty());
+        assert!(outside.join("1.secret.h").exists());
+    }
+
+    /// The message file is swapped for a link (or another file, or a FIFO) between LIST and RETR.
+    #[test]
+    fn a_message_replaced_after_listing_is_not_opened() {
+        let t = tempfile::tempdir().unwrap();
+        let secret = t.path().join("secret");
+        fs::write(&secret, b"not yours\n").unwrap();
+        let root = t.path().join("u");
+        make_maildrop(
+            &root,
+            &[
+                ("new/1.a.h", b"one\n"),
+                ("new/2.b.h", b"two\n"),
+                ("new/3.c.h", b"three\n"),
+            ],
+        );
+        let m = Maildrop::open(&root).unwrap();
+        let msgs = m.messages();
+        let mut buf = Vec::new();
+        let mut f = msgs[0].source.open().unwrap();
+        f.read_chunk(&mut buf).unwrap();
+        assert_eq!(buf, b"one\n");
+
+        fs::remove_file(root.join("new/1.a.h")).unwrap();
+        std::os::unix::fs::symlink(&secret, root.join("new/1.a.h")).unwrap();
+        let e = msgs[0].source.open().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(Errno::LOOP.raw_os_error()), "{e}");
+
+        fs::remove_file(root.join("new/2.b.h")).unwrap();
+        fs::write(root.join("new/2.b.h"), b"a different file\n").unwrap();
+        let e = msgs[1].source.open().unwrap_err();
+        assert!(e.to_string().contains("replaced"), "{e}");
+
+        // A FIFO must neither block the open nor be read.
+        fs::remove_file(root.join("new/3.c.h")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            root.join("new/3.c.h"),
+            FileType::Fifo,
+            Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(msgs[2].source.open().is_err());
+
+        // QUIT removes none of the impostors, and never the link's target.
+        let r = m.remove(&[0, 1, 2]);
+        assert_eq!(r.removed, 0);
+        assert_eq!(r.failed.len(), 3);
+        assert!(secret.exists());
+        assert!(fs::symlink_metadata(root.join("new/1.a.h")).is_ok());
+        assert!(root.join("new/2.b.h").exists());
+    }
+
+    /// `cur/` is swapped for a link to another directory holding a file of the same name after LIST.
+    #[test]
+    fn a_directory_swapped_after_listing_reaches_nothing_outside() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = t.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("1.a.h:2,S"), b"victim\n").unwrap();
+        let root = t.path().join("u");
+        make_maildrop(&root, &[("cur/1.a.h:2,S", b"mine\n")]);
+        let m = Maildrop::open(&root).unwrap();
+        fs::rename(root.join("cur"), root.join("cur.old")).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("cur")).unwrap();
+        // RETR still reads the listed message, from where it really is.
+        let mut buf = Vec::new();
+        m.messages()[0]
+            .source
+            .open()
+            .unwrap()
+            .read_chunk(&mut buf)
+            .unwrap();
+        assert_eq!(buf, b"mine\n");
+        // And QUIT deletes that one, not the file of the same name behind the link.
+        let r = m.remove(&[0]);
+        assert_eq!((r.removed, r.failed.len()), (1, 0));
+        assert!(outside.join("1.a.h:2,S").exists());
+        assert!(!root.join("cur.old/1.a.h:2,S").exists());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use md5::{Digest, Md5};
 
 use super::ServerConfig;
 use super::lock::{LockError, LockTable, MaildropLock};
-use super::maildir::{MaildirError, Maildrop, SizeCache};
+use super::maildir::{MaildirError, Maildrop, MessageSource, SizeCache};
 use super::users::constant_time_eq;
 use crate::pop3::{Command, CommandError, RespCode, Response, SaslResponse};
 use crate::secret::Secret;
@@ -60,7 +60,10 @@ pub enum Reply {
     /// to the header and that many body lines.
     Message {
         ok: Response,
+        /// For the log: where the message was listed.
         path: PathBuf,
+        /// Opens the listed file again without following links.
+        source: MessageSource,
         /// The POP3 size from the maildrop snapshot (at least the file's length).
         size: u64,
         top: Option<u32>,
@@ -535,6 +538,7 @@ impl Session {
                     Reply::Message {
                         ok: Response::ok(format!("{} octets", m.size)),
                         path: m.path.clone(),
+                        source: m.source.clone(),
                         size: m.size,
                         top: None,
                     }
@@ -545,6 +549,7 @@ impl Session {
                 Ok(i) => Reply::Message {
                     ok: Response::ok("top of message follows"),
                     path: t.maildrop.messages()[i].path.clone(),
+                    source: t.maildrop.messages()[i].source.clone(),
                     size: t.maildrop.messages()[i].size,
                     top: Some(lines),
                 },

@@ -577,3 +577,47 @@ async fn an_empty_or_missing_maildrop() {
     })
     .await
 }
+
+/// A maildrop owner plants links: `cur/` pointing at another user's files, and a message swapped for a link to a
+/// file outside after LIST. RETR reads nothing outside the maildrop and QUIT deletes nothing outside it.
+#[tokio::test]
+async fn symbolic_links_never_lead_out_of_the_maildrop() {
+    within(async {
+        let srv = TestServer::start(&[("new/1.a.host", M1), ("new/2.b.host", M2)]).await;
+        let outside = srv.dir.path().join("bob-private");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(
+            outside.join("9.secret.host:2,S"),
+            b"Subject: bob's\n\nsecret\n",
+        )
+        .unwrap();
+        let drop = srv.maildrop();
+        std::fs::remove_dir(drop.join("cur")).unwrap();
+        std::os::unix::fs::symlink(&outside, drop.join("cur")).unwrap();
+
+        let mut c = Client::login(srv.addr).await;
+        // Only the two real messages are listed: the linked cur/ is not read.
+        assert!(
+            c.ok("STAT").await.starts_with("+OK 2 "),
+            "linked cur/ was listed"
+        );
+        // Message 1 becomes a link to bob's file after LIST.
+        std::fs::remove_file(drop.join("new/1.a.host")).unwrap();
+        std::os::unix::fs::symlink(outside.join("9.secret.host:2,S"), drop.join("new/1.a.host"))
+            .unwrap();
+        let r = c.err("RETR 1").await;
+        assert!(r.contains("no longer available"), "{r}");
+        assert_eq!(c.multi("RETR 2").await, crlf(M2));
+        c.ok("DELE 1").await;
+        c.ok("DELE 2").await;
+        // RFC 1939 §6: the impostor is not removed, and QUIT says so.
+        let r = c.err("QUIT").await;
+        assert!(r.contains("not removed (1 of 2)"), "{r}");
+        assert!(c.closed().await);
+        // Bob's file is still there; the planted link was left alone; message 2 is gone.
+        assert!(outside.join("9.secret.host:2,S").exists());
+        assert!(std::fs::symlink_metadata(drop.join("new/1.a.host")).is_ok());
+        assert!(!drop.join("new/2.b.host").exists());
+    })
+    .await
+}
