@@ -9,6 +9,7 @@ mod demo_cli;
 mod dnsbl;
 mod faults;
 mod hostile_input;
+mod layers;
 mod peers_dovecot;
 mod proxy_net;
 mod proxy_peers;
