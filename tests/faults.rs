@@ -141,7 +141,12 @@ async fn start_proxy(data: &Path, upstream: SocketAddr, extra: &str) -> SocketAd
     let filter = Arc::new(Filter::new(&config).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(proxy::run(listener, config, filter, std::future::pending()));
+    tokio::spawn(proxy::run(
+        listener,
+        config.proxy_settings().unwrap(),
+        filter,
+        std::future::pending(),
+    ));
     addr
 }
 

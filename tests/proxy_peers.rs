@@ -113,7 +113,7 @@ async fn start_proxy(
     let data = tempfile::tempdir().unwrap();
     let config = proxy_config(data.path(), upstream, tls, ca, action);
     let filter = Arc::new(Filter::new(&config).unwrap());
-    let mut p = Proxy::new(config, filter, TcpConnect).unwrap();
+    let mut p = Proxy::new(config.proxy_settings().unwrap(), filter, TcpConnect).unwrap();
     if !real_filter {
         p = p.with_scorer(fixture_verdict);
     }

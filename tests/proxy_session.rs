@@ -918,7 +918,7 @@ async fn a_slow_first_scan_answers_within_the_budget_and_defers_the_rest() {
         let filter = Arc::new(popguard::filter::Filter::new(&config).unwrap());
         let counted = calls.clone();
         let p = Arc::new(
-            popguard::proxy::Proxy::new(config, filter, fake.clone())
+            popguard::proxy::Proxy::new(config.proxy_settings().unwrap(), filter, fake.clone())
                 .unwrap()
                 .with_scorer(move |_user, bytes| {
                     counted.fetch_add(1, Ordering::SeqCst);

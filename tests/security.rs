@@ -257,7 +257,7 @@ async fn per_user_data_files_are_owner_only() {
         );
         let config = Arc::new(Config::parse(&text).unwrap());
         let filter = Arc::new(Filter::new(&config).unwrap());
-        let p = Proxy::new(config, filter, TcpConnect).unwrap().with_scorer(fixture_verdict);
+        let p = Proxy::new(config.proxy_settings().unwrap(), filter, TcpConnect).unwrap().with_scorer(fixture_verdict);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(proxy::serve(listener, Arc::new(p), std::future::pending()));
@@ -310,7 +310,7 @@ async fn failed_login_is_never_answered_faster_than_by_the_upstream() {
         let filter = Arc::new(Filter::new(&config).unwrap());
         let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let px = pl.local_addr().unwrap();
-        tokio::spawn(proxy::run(pl, config, filter, std::future::pending()));
+        tokio::spawn(proxy::run(pl, config.proxy_settings().unwrap(), filter, std::future::pending()));
 
         async fn guess(addr: SocketAddr, n: usize) -> Duration {
             let mut s = connect(addr).await;

@@ -5,10 +5,11 @@
 //! scored ([`MAX_PARALLEL_SCORING`] at once); the rest of each message streams past and is dropped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::ScanMethod;
@@ -40,11 +41,35 @@ pub enum Scorer {
     Func(Arc<ScoreFn>),
 }
 
+/// Scoring calls running at once in the whole process: scoring is CPU work, so more than the cores only queues it
+/// on the blocking pool.
+static SCORING_SLOTS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())));
+
 impl Scorer {
+    /// Scores on the blocking pool (at most one call per core at once), never on an async worker: a long score
+    /// must not stall the other sessions' I/O on the same worker.
     pub async fn score(&self, user: Option<&str>, message: &[u8]) -> Verdict {
-        match self {
-            Scorer::Filter(f) => f.score(user, message, &ScoreOptions::default()).await,
-            Scorer::Func(f) => f(user, message),
+        let permit = SCORING_SLOTS.acquire().await;
+        let scorer = self.clone();
+        let user = user.map(str::to_owned);
+        let message = message.to_vec();
+        let handle = tokio::runtime::Handle::current();
+        let scored = tokio::task::spawn_blocking(move || match &scorer {
+            // The filter's DNS lookups are async: this blocking thread drives them, the runtime's reactor serves
+            // them.
+            Scorer::Filter(f) => {
+                handle.block_on(f.score(user.as_deref(), &message, &ScoreOptions::default()))
+            }
+            Scorer::Func(f) => f(user.as_deref(), &message),
+        })
+        .await;
+        drop(permit);
+        match scored {
+            Ok(v) => v,
+            // A panicking scorer fails the caller as it would have inline (the scan reports it per message).
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("scoring task cancelled: {e}"),
         }
     }
 }

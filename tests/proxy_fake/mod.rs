@@ -394,7 +394,7 @@ pub fn proxy_unshared<C: Connect>(
     calls: Arc<AtomicUsize>,
 ) -> Proxy<C> {
     let filter = Arc::new(Filter::new(&config).unwrap());
-    Proxy::new(config, filter, connector)
+    Proxy::new(config.proxy_settings().unwrap(), filter, connector)
         .unwrap()
         .with_scorer(move |_user, bytes| {
             calls.fetch_add(1, Ordering::SeqCst);
