@@ -404,3 +404,34 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a client that went away is reported as a lost client connection; the upstream, SASL and write
+    /// time-outs each say what happened.
+    #[test]
+    fn session_errors_name_the_side_that_failed() {
+        let lost = SessionError::from(Pop3Error::Closed).to_string();
+        assert!(lost.contains("client connection lost"), "{lost}");
+        let others = [
+            SessionError::ClientWriteTimeout(600),
+            SessionError::SaslTimeout(600),
+            SessionError::MissingUpstream,
+            SessionError::NoClientTls,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for e in others {
+            let text = e.to_string();
+            assert!(!text.contains("client connection lost"), "{text}");
+            assert!(seen.insert(text.clone()), "{text}");
+        }
+        assert!(SessionError::SaslTimeout(600).to_string().contains("AUTH"));
+        assert!(
+            SessionError::MissingUpstream
+                .to_string()
+                .contains("mail server")
+        );
+    }
+}
