@@ -316,8 +316,14 @@ where
                 Err(e @ (SessionError::Upstream(_) | SessionError::MissingUpstream)) => {
                     // Tell the client why before closing; the upstream is in an unknown state and is dropped
                     // without QUIT.
-                    let msg = Response::err(format!("popguard: {e}")).with_code(RespCode::SysTemp);
-                    self.client.reply(msg);
+                    let text = match &e {
+                        SessionError::Upstream(u) => {
+                            format!("popguard: the mail server connection failed: {u}")
+                        }
+                        other => format!("popguard: {other}"),
+                    };
+                    self.client
+                        .reply(Response::err(text).with_code(RespCode::SysTemp));
                     let _ = self.client.flush().await;
                     return Err(e);
                 }
