@@ -355,7 +355,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     );
     let proxy = proxy::run(
         proxy_listener,
-        Arc::new(config),
+        config.proxy_settings()?,
         Arc::new(filter),
         stopped(stop_rx),
     );

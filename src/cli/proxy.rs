@@ -61,13 +61,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "popguard proxy on {addr} -> {upstream}, action {}; Ctrl-C to stop",
         config.proxy.action
     );
-    proxy::run(
-        listener,
-        Arc::new(config),
-        Arc::new(filter),
-        shutdown_signal(),
-    )
-    .await?;
+    let settings = config.proxy_settings()?;
+    proxy::run(listener, settings, Arc::new(filter), shutdown_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

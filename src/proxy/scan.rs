@@ -5,10 +5,11 @@
 //! scored ([`MAX_PARALLEL_SCORING`] at once); the rest of each message streams past and is dropped.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::ScanMethod;
@@ -40,11 +41,39 @@ pub enum Scorer {
     Func(Arc<ScoreFn>),
 }
 
+/// Scoring calls running at once in the whole process: scoring is CPU work, so more than the cores only queues it
+/// on the blocking pool.
+static SCORING_SLOTS: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get())));
+
 impl Scorer {
+    /// Scores on the blocking pool (at most one call per core at once), never on an async worker: a long score
+    /// must not stall the other sessions' I/O on the same worker.
     pub async fn score(&self, user: Option<&str>, message: &[u8]) -> Verdict {
-        match self {
-            Scorer::Filter(f) => f.score(user, message, &ScoreOptions::default()).await,
-            Scorer::Func(f) => f(user, message),
+        // The permit moves into the blocking task: a caller that gives up does not free the slot while its
+        // score still runs.
+        let permit = SCORING_SLOTS.acquire().await.ok();
+        let scorer = self.clone();
+        let user = user.map(str::to_owned);
+        let message = message.to_vec();
+        let handle = tokio::runtime::Handle::current();
+        let scored = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            match &scorer {
+                // The filter's DNS lookups are async: this blocking thread drives them, the runtime's reactor
+                // serves them.
+                Scorer::Filter(f) => {
+                    handle.block_on(f.score(user.as_deref(), &message, &ScoreOptions::default()))
+                }
+                Scorer::Func(f) => f(user.as_deref(), &message),
+            }
+        })
+        .await;
+        match scored {
+            Ok(v) => v,
+            // A panicking scorer fails the caller as it would have inline (the scan reports it per message).
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("scoring task cancelled: {e}"),
         }
     }
 }
@@ -491,5 +520,42 @@ mod tests {
         assert_eq!(s.subject, "é");
         let none = summarize(b"");
         assert_eq!(none.subject, "");
+    }
+
+    fn counting_scorer(
+        running: Arc<std::sync::atomic::AtomicUsize>,
+        peak: Arc<std::sync::atomic::AtomicUsize>,
+        thread: Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>,
+    ) -> Scorer {
+        use std::sync::atomic::Ordering;
+        Scorer::Func(Arc::new(move |_, _| {
+            *thread.lock().unwrap() = Some(std::thread::current().id());
+            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            running.fetch_sub(1, Ordering::SeqCst);
+            Verdict::from_hits(Vec::new(), 5.0, 3.0)
+        }))
+    }
+
+    /// Scoring never runs on the async worker, and never more than one call per core at once.
+    #[tokio::test]
+    async fn scoring_runs_on_the_bounded_blocking_pool() {
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let thread = Arc::new(std::sync::Mutex::new(None));
+        let scorer = counting_scorer(running, peak.clone(), thread.clone());
+        scorer.score(Some("u"), b"Subject: x\r\n\r\n").await;
+        assert_ne!(thread.lock().unwrap().unwrap(), std::thread::current().id());
+
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut set = JoinSet::new();
+        for _ in 0..cores * 3 {
+            let s = scorer.clone();
+            set.spawn(async move { s.score(None, b"x").await });
+        }
+        while set.join_next().await.is_some() {}
+        let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(peak >= 1 && peak <= cores, "peak {peak} with {cores} cores");
     }
 }

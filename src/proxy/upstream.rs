@@ -12,7 +12,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::{POP3S_PORT, ProxyConfig};
-use crate::config::Config;
 use crate::pop3::{Capabilities, Command, Pop3Error, Pop3Stream, Response};
 use crate::tls::{self, MaybeTls, TlsError, TlsMode};
 
@@ -37,7 +36,7 @@ impl fmt::Display for Target {
     }
 }
 
-/// The TLS mode an upstream gets when none is configured (issue 3): implicit on 995, STLS elsewhere, so a password
+/// The TLS mode an upstream gets when none is configured: implicit on 995, STLS elsewhere, so a password
 /// never leaves in clear unless the config says `none`.
 pub fn default_tls_for_port(port: u16) -> TlsMode {
     if port == POP3S_PORT {
@@ -121,6 +120,14 @@ pub enum RouteError {
     EmptyName(String),
 }
 
+/// One `[users.NAME]` section's upstream keys, as the config file spells them.
+#[derive(Debug, Clone, Copy)]
+pub struct UserUpstream<'a> {
+    pub name: &'a str,
+    pub upstream: Option<&'a str>,
+    pub upstream_tls: Option<&'a str>,
+}
+
 /// The routing table, checked once at startup.
 #[derive(Debug, Clone, Default)]
 pub struct Routing {
@@ -132,8 +139,11 @@ pub struct Routing {
 }
 
 impl Routing {
-    pub fn from_config(config: &Config) -> Result<Routing, String> {
-        let p: &ProxyConfig = &config.proxy;
+    /// Checks and parses the `[proxy]` routing keys and every user's upstream; errors name the key to fix.
+    pub fn new<'a>(
+        p: &ProxyConfig,
+        user_upstreams: impl IntoIterator<Item = UserUpstream<'a>>,
+    ) -> Result<Routing, String> {
         let default = match &p.upstream {
             Some(u) => Some(
                 parse_target(u, p.upstream_tls.as_deref())
@@ -142,11 +152,12 @@ impl Routing {
             None => None,
         };
         let mut users = HashMap::new();
-        for (name, u) in &config.users {
-            if let Some(addr) = &u.upstream {
-                let t = parse_target(addr, u.upstream_tls.as_deref())
+        for u in user_upstreams {
+            let name = u.name;
+            if let Some(addr) = u.upstream {
+                let t = parse_target(addr, u.upstream_tls)
                     .map_err(|e| format!("users.{name}.upstream: {e}"))?;
-                users.insert(name.clone(), t);
+                users.insert(name.to_owned(), t);
             } else if u.upstream_tls.is_some() {
                 return Err(format!(
                     "users.{name}.upstream_tls is set without users.{name}.upstream"
@@ -515,7 +526,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
 
     #[test]
     fn host_port_forms() {
@@ -541,8 +551,30 @@ mod tests {
         assert!(parse_target("h:110", Some("maybe")).is_err());
     }
 
+    /// The `[proxy]` and `[users.NAME]` keys routing reads, parsed as the config file spells them.
     fn routing(toml: &str) -> Result<Routing, String> {
-        Routing::from_config(&Config::parse(toml).unwrap())
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct User {
+            upstream: Option<String>,
+            upstream_tls: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct File {
+            #[serde(default)]
+            proxy: ProxyConfig,
+            #[serde(default)]
+            users: std::collections::BTreeMap<String, User>,
+        }
+        let f: File = toml::from_str(toml).unwrap();
+        Routing::new(
+            &f.proxy,
+            f.users.iter().map(|(name, u)| UserUpstream {
+                name,
+                upstream: u.upstream.as_deref(),
+                upstream_tls: u.upstream_tls.as_deref(),
+            }),
+        )
     }
 
     #[test]

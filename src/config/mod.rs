@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod proxy;
+
 use crate::filter::FilterConfig;
 use crate::filter::bayes::BayesConfig;
 use crate::filter::dnsbl::DnsblConfig;
@@ -55,6 +57,8 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("proxy configuration: {0}")]
+    Proxy(String),
 }
 
 impl Config {
