@@ -10,22 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
-use md5::{Digest, Md5};
 
 use super::ServerConfig;
 use super::lock::{LockError, LockTable, MaildropLock};
 use super::maildir::{MaildirError, Maildrop, SizeCache};
 use super::users::constant_time_eq;
-use crate::pop3::{Command, CommandError, RespCode, Response, SaslResponse};
+use crate::pop3::{Command, CommandError, RespCode, Response, SaslResponse, auth};
 use crate::secret::Secret;
 
 /// Failed logins (USER/PASS, APOP or AUTH) after which the connection is closed; each failure already waits
 /// `auth_failure_delay`, so guessing costs time and reconnects.
 pub const MAX_AUTH_FAILURES: u32 = 3;
 
-/// Consecutive unknown, malformed or out-of-state commands after which the connection is closed: a peer sending
-/// that much garbage is not a POP3 client.
-pub const MAX_BAD_COMMANDS: u32 = 20;
+pub use crate::pop3::limits::MAX_BAD_COMMANDS;
 
 /// The SASL mechanisms offered (RFC 5034 §4). PLAIN only: the server stores hashes, so challenge-response
 /// mechanisms other than APOP cannot work.
@@ -365,8 +362,7 @@ impl Session {
         let Some(decoded) = decoded else {
             return Reply::Status(Response::err("invalid base64 in SASL response"));
         };
-        let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
-        let [authzid, authcid, password] = parts.as_slice() else {
+        let Some((authzid, authcid, password)) = auth::split_plain(&decoded) else {
             return self.fail_login().await;
         };
         let (Ok(authzid), Ok(authcid), Ok(password)) = (
@@ -394,12 +390,9 @@ impl Session {
         else {
             return false;
         };
-        let mut h = Md5::new();
-        h.update(self.stamp.as_bytes());
-        h.update(plain.expose().as_bytes());
-        let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let want = auth::apop_digest(&self.stamp, plain);
         constant_time_eq(
-            want.as_bytes(),
+            want.expose().as_bytes(),
             digest.expose().to_ascii_lowercase().as_bytes(),
         )
     }
@@ -674,6 +667,7 @@ mod tests {
     use super::*;
     use crate::pop3::Status;
     use crate::server::users::Users;
+    use md5::{Digest, Md5};
 
     struct Fixture {
         _dir: tempfile::TempDir,
