@@ -491,6 +491,93 @@ mod tests {
         assert!(parse_target("h:110", Some("maybe")).is_err());
     }
 
+    /// A connector whose upstream sends `script` and then holds the connection open.
+    struct Scripted(&'static [u8]);
+
+    impl Connect for Scripted {
+        type Stream = tokio::io::DuplexStream;
+        async fn connect(&self, _: &str, _: u16) -> io::Result<tokio::io::DuplexStream> {
+            use tokio::io::AsyncWriteExt;
+            let (ours, mut theirs) = tokio::io::duplex(4096);
+            theirs.write_all(self.0).await?;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(theirs);
+            });
+            Ok(ours)
+        }
+    }
+
+    async fn connect(
+        script: &'static [u8],
+        tls: TlsMode,
+    ) -> Result<Upstream<tokio::io::DuplexStream>, UpstreamError> {
+        let target = Target {
+            host: "127.0.0.1".into(),
+            port: 110,
+            tls,
+        };
+        let secs = Duration::from_secs;
+        let cfg = (tls != TlsMode::None).then(|| {
+            let roots = rustls::RootCertStore::empty();
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+            )
+        });
+        tokio::time::timeout(
+            secs(10),
+            Upstream::connect(&Scripted(script), &target, cfg, secs(1), secs(5)),
+        )
+        .await
+        .expect("connect returned within its budget")
+    }
+
+    #[tokio::test]
+    async fn connect_reads_the_greeting_and_keeps_its_timestamp() {
+        let mut up = connect(
+            b"+OK hi <1.2@x>\r\n+OK\r\nPIPELINING\r\n.\r\n",
+            TlsMode::None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(up.greeting_timestamp(), Some("<1.2@x>"));
+        assert!(up.may_have_top());
+        assert!(up.capabilities().await.unwrap().is_some());
+        assert!(up.pipelining() && !up.may_have_top());
+    }
+
+    #[tokio::test]
+    async fn the_connect_timeout_covers_the_greeting_and_stls() {
+        // No greeting: the one-second connect budget ends it, not the five-second read timeout.
+        let e = connect(b"", TlsMode::None).await.err().unwrap();
+        assert!(
+            matches!(e, UpstreamError::ConnectTimeout { secs: 1, .. }),
+            "{e}"
+        );
+        // STLS answered, handshake never completed: still the connect budget.
+        let e = connect(b"+OK\r\n+OK go\r\n", TlsMode::StartTls)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, UpstreamError::ConnectTimeout { .. }), "{e}");
+        let e = connect(b"+OK\r\n-ERR no\r\n", TlsMode::StartTls)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, UpstreamError::Stls { .. }), "{e}");
+        let e = connect(b"-ERR busy\r\n", TlsMode::None)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, UpstreamError::Greeting { .. }), "{e}");
+    }
+
     fn routing(toml: &str) -> Result<Routing, String> {
         Routing::from_config(&Config::parse(toml).unwrap())
     }
