@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::pop3::connection::{self, Connection};
-use crate::pop3::limits::{MAX_LISTING_BYTES as LISTING_CAP, default_tls_for_port};
+use crate::pop3::limits::default_tls_for_port;
 use crate::pop3::listing::{self, ListingParser};
 use crate::pop3::{Capabilities, Command, Pop3Error, Response, Status};
 use crate::tls::{self, MaybeTls, TlsMode};
@@ -368,7 +368,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// LIST: (message number, size in octets) for every message not marked deleted.
     pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, ClientError> {
         self.command(&Command::List(None)).await?;
-        self.read_listing("LIST", ListingParser::list(), LISTING_CAP)
+        self.read_listing("LIST", ListingParser::list(), MAX_LISTING_BYTES)
             .await
     }
 
@@ -392,7 +392,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// error: such a unique-id cannot identify a message in the seen-state file.
     pub async fn uidl(&mut self) -> Result<Vec<(u32, String)>, ClientError> {
         self.command(&Command::Uidl(None)).await?;
-        self.read_listing("UIDL", ListingParser::uidl(), LISTING_CAP)
+        self.read_listing("UIDL", ListingParser::uidl(), MAX_LISTING_BYTES)
             .await
     }
 
