@@ -21,10 +21,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// slot forever (the POP3 inactivity timer does not run during the handshake).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Standard ports (RFC 1939 §3 and RFC 8314 §7.3).
-pub const POP3_PORT: u16 = 110;
-pub const POP3S_PORT: u16 = 995;
-
 /// How a POP3 connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
@@ -34,18 +30,6 @@ pub enum TlsMode {
     Implicit,
     /// Plaintext greeting, then `STLS` (RFC 2595).
     StartTls,
-}
-
-impl TlsMode {
-    /// The usual mode for a port: implicit TLS on 995, otherwise none (ask for `starttls` explicitly: not every
-    /// server on 110 offers it).
-    pub fn default_for_port(port: u16) -> TlsMode {
-        if port == POP3S_PORT {
-            TlsMode::Implicit
-        } else {
-            TlsMode::None
-        }
-    }
 }
 
 impl FromStr for TlsMode {
@@ -468,8 +452,6 @@ mod tests {
                 .to_string()
                 .contains("none, implicit or starttls")
         );
-        assert_eq!(TlsMode::default_for_port(995), TlsMode::Implicit);
-        assert_eq!(TlsMode::default_for_port(110), TlsMode::None);
         assert_eq!(TlsMode::StartTls.to_string(), "starttls");
 
         let pki = Pki::new();

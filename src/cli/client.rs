@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use popguard::client::fetch::{self, FetchOptions, FetchSummary, Progress};
 use popguard::client::maildir::Maildir;
 use popguard::client::{AuthMethod, Client, ConnectOptions, Eol, Security};
+use popguard::pop3::limits::{POP3_PORT, POP3S_PORT};
 use popguard::secret::Secret;
 use popguard::tls::TlsMode;
 
@@ -287,9 +288,9 @@ fn connect_options(args: &Args) -> anyhow::Result<ConnectOptions> {
         TlsArg::Starttls => TlsMode::StartTls,
     });
     let default_port = if tls == Some(TlsMode::Implicit) {
-        995
+        POP3S_PORT
     } else {
-        110
+        POP3_PORT
     };
     let (host, port) = split_host_port(&args.server, default_port)?;
     if args.timeout == 0 {

@@ -1,134 +1,39 @@
-//! The POP3 client library behind `popguard client` (and the proxy's upstream side): connect with or without TLS,
-//! log in, and run every RFC 1939 transaction command, streaming message bodies without holding them whole.
+//! The POP3 client library behind `popguard client`: connect with or without TLS, log in, and run every RFC 1939
+//! transaction command, streaming message bodies without holding them whole. A policy (default TLS, login
+//! method, error wording) over the one connection type, [`crate::pop3::Connection`].
 
-pub mod eol;
+mod body;
+mod error;
 pub mod fetch;
+mod login;
 pub mod maildir;
 pub mod uidl_state;
 
-use std::future::Future;
-use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use md5::Digest as _;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::pop3::{Capabilities, Command, Pop3Error, Pop3Stream, RespCode, Response, Status};
-use crate::secret::Secret;
-use crate::tls::{self, MaybeTls, TlsError, TlsMode};
+use crate::pop3::connection::{self, Connection};
+use crate::pop3::limits::default_tls_for_port;
+use crate::pop3::listing::{self, ListingParser};
+use crate::pop3::{Capabilities, Command, Pop3Error, Response, Status};
+use crate::tls::{self, MaybeTls, TlsMode};
 
-pub use eol::{CrlfToLf, Eol};
+pub use self::body::Body;
+pub use self::error::ClientError;
+use self::error::{quote, tls_failure, tls_step, wire};
+pub use crate::pop3::auth::apop_digest;
+pub use crate::pop3::limits::{MAX_CAPA_BYTES, MAX_LISTING_BYTES};
+pub use crate::pop3::{CrlfToLf, Eol};
 
 /// How long one network step (connect, handshake, one reply line, one chunk of a message) may take. RFC 1939 §3
 /// gives servers an inactivity timer of at least 10 minutes, but a server that says nothing for 2 minutes while we
 /// wait for a reply is stuck, and a fetch from cron must end.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Cap on a CAPA reply: RFC 2449 capabilities are a few dozen short lines.
-pub const MAX_CAPA_BYTES: usize = 64 * 1024;
-
-/// Cap on a LIST or UIDL listing: a UIDL line is at most ~84 octets (RFC 1939 §7: message number, space, a
-/// unique-id of up to 70 characters, CRLF), so 64 MiB covers maildrops of about 800 000 messages.
-pub const MAX_LISTING_BYTES: usize = 64 * 1024 * 1024;
-
-/// Cap on one reply line that we quote back in an error message, so a hostile server cannot flood the terminal.
-const MAX_QUOTED: usize = 200;
-
-/// The one error type of the client layer; every message says what happened and, where it helps, what to do next.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    #[error(
-        "could not connect to {addr}: {cause} (check the host and port, and that a POP3 server listens there)"
-    )]
-    Connect { addr: String, cause: io::Error },
-    #[error(
-        "TLS verification of {host} failed because the server certificate was refused: {reason}"
-    )]
-    TlsVerify { host: String, reason: String },
-    #[error("TLS with {host} failed: {cause}")]
-    Tls { host: String, cause: TlsError },
-    #[error(
-        "the server does not support STLS ({detail}); use --tls implicit (usually port 995), or --tls none only if the network path is trusted"
-    )]
-    NoStls { detail: String },
-    #[error(
-        "refusing to send the password in clear text to {addr}, which is not a loopback address and offered no STLS; \
-         use --tls implicit (usually port 995), or pass --tls none explicitly if the network path is trusted"
-    )]
-    PlaintextRefused { addr: String },
-    #[error(
-        "the server said -ERR{} {text} (in reply to {command})",
-        code_text(code)
-    )]
-    Server {
-        command: &'static str,
-        code: Option<RespCode>,
-        text: String,
-    },
-    #[error(
-        "login as {user} failed with {method}: the server said -ERR{} {text} (check the user name and password)",
-        code_text(code)
-    )]
-    LoginFailed {
-        user: String,
-        method: &'static str,
-        code: Option<RespCode>,
-        text: String,
-    },
-    #[error("cannot log in: {0}")]
-    NoLoginMethod(String),
-    #[error("the user name or password contains a line break or NUL, which POP3 cannot carry")]
-    BadCredentials,
-    #[error("the server closed the connection while we waited for the reply to {command}")]
-    Closed { command: &'static str },
-    #[error(
-        "the server closed the connection in the middle of a message ({command}, after {received} octets); nothing of it was kept"
-    )]
-    ClosedMidMessage {
-        command: &'static str,
-        received: u64,
-    },
-    #[error("timed out after {secs:?} waiting for {what}")]
-    Timeout { what: &'static str, secs: Duration },
-    #[error("the reply to {command} is not valid POP3: {detail}")]
-    Protocol {
-        command: &'static str,
-        detail: String,
-    },
-    #[error("the reply to {command} is larger than {limit} octets; stream it instead (retr_to)")]
-    TooLarge { command: &'static str, limit: usize },
-    #[error("POP3 wire error during {command}: {cause}")]
-    Wire {
-        command: &'static str,
-        cause: Pop3Error,
-    },
-    #[error("the connection is unusable after an earlier error; reconnect")]
-    Broken,
-    #[error("writing the message failed: {0}")]
-    Sink(io::Error),
-    #[error("maildir {}: {cause}", path.display())]
-    Maildir { path: PathBuf, cause: io::Error },
-}
-
-fn code_text(code: &Option<RespCode>) -> String {
-    match code {
-        None => String::new(),
-        Some(c) => format!(" [{}]", quote(c.as_str().as_bytes())),
-    }
-}
-
-/// Keeps server text printable and short before it goes into an error message.
-fn quote(bytes: &[u8]) -> String {
-    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_QUOTED)]);
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
 
 /// How to log in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -166,6 +71,7 @@ pub struct ConnectOptions {
     pub tls: Option<TlsMode>,
     /// Extra trust anchors (PEM) on top of the system roots.
     pub ca_file: Option<PathBuf>,
+    /// The budget of each network step; connecting (TCP, TLS handshake and greeting together) gets one of them.
     pub timeout: Duration,
 }
 
@@ -197,7 +103,7 @@ pub enum Security {
     StartTls,
 }
 
-/// What [`TlsPlan`] says to do once the greeting and CAPA are in.
+/// What [`tls_plan`] says to do once the greeting and CAPA are in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TlsPlan {
     /// TLS from the first byte.
@@ -211,17 +117,16 @@ enum TlsPlan {
     Plain,
 }
 
-/// The default-TLS policy, kept pure so it can be tested without a network: never send a password in clear text
-/// to a non-loopback peer unless the caller asked for `TlsMode::None` explicitly.
+/// The default-TLS policy, kept pure so it can be tested without a network: the port's default mode comes from
+/// [`default_tls_for_port`]; on top of it, a loopback peer may stay in clear text when it offers no STLS, and a
+/// password never goes in clear text to any other peer unless the caller asked for `TlsMode::None` explicitly.
 fn tls_plan(requested: Option<TlsMode>, port: u16, loopback: bool) -> TlsPlan {
-    match requested {
-        Some(TlsMode::Implicit) => TlsPlan::Implicit,
-        Some(TlsMode::StartTls) => TlsPlan::RequireStls,
-        Some(TlsMode::None) => TlsPlan::Plain,
-        // 995 is pop3s (RFC 8314 §7.3 recommends implicit TLS there).
-        None if port == 995 => TlsPlan::Implicit,
-        None if loopback => TlsPlan::TryStls,
-        None => TlsPlan::TryStlsOrRefuse,
+    match requested.unwrap_or_else(|| default_tls_for_port(port)) {
+        TlsMode::Implicit => TlsPlan::Implicit,
+        TlsMode::None => TlsPlan::Plain,
+        TlsMode::StartTls if requested.is_some() => TlsPlan::RequireStls,
+        TlsMode::StartTls if loopback => TlsPlan::TryStls,
+        TlsMode::StartTls => TlsPlan::TryStlsOrRefuse,
     }
 }
 
@@ -229,53 +134,14 @@ fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
-/// Runs one network step under the client's timeout.
-async fn timed<T>(
-    limit: Duration,
-    what: &'static str,
-    fut: impl Future<Output = Result<T, Pop3Error>>,
-) -> Result<T, ClientError> {
-    match tokio::time::timeout(limit, fut).await {
-        Err(_) => Err(ClientError::Timeout { what, secs: limit }),
-        Ok(Err(Pop3Error::Closed | Pop3Error::UnexpectedEof)) => {
-            Err(ClientError::Closed { command: what })
-        }
-        Ok(Err(cause)) => Err(ClientError::Wire {
-            command: what,
-            cause,
-        }),
-        Ok(Ok(v)) => Ok(v),
-    }
-}
-
-/// Turns a TLS failure into [`ClientError::TlsVerify`] when the cause is the peer's certificate.
-fn tls_failure(host: &str, err: TlsError) -> ClientError {
-    match err {
-        TlsError::Certificate { host, reason } => {
-            // webpki's name for a self-signed certificate that is its own CA (what `openssl req -x509` makes).
-            let reason = if reason.contains("CaUsedAsEndEntity") {
-                format!(
-                    "{reason}: it is a CA certificate used as a server certificate (self-signed?); give the \
-                     server a certificate signed by a CA and pass that CA with --ca-file"
-                )
-            } else {
-                reason
-            };
-            ClientError::TlsVerify { host, reason }
-        }
-        cause => ClientError::Tls {
-            host: host.to_owned(),
-            cause,
-        },
-    }
+/// The name to verify the certificate against: an IPv6 literal without its brackets.
+fn server_name(host: &str) -> &str {
+    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// A POP3 session over any byte stream (TCP, TLS, `tokio::io::duplex`).
 pub struct Client<S> {
-    stream: Pop3Stream<S>,
-    greeting: Response,
-    caps: Option<Option<Capabilities>>,
-    timeout: Duration,
+    conn: Connection<S>,
     security: Security,
     /// Set when an error left the stream mid-reply: any further command would read garbage.
     broken: bool,
@@ -287,51 +153,74 @@ impl Client<MaybeTls<TcpStream>> {
     /// [`login`]: Client::login
     pub async fn connect(opts: &ConnectOptions) -> Result<Self, ClientError> {
         let addr = opts.addr();
-        let tcp = match tokio::time::timeout(
-            opts.timeout,
-            TcpStream::connect((opts.host.as_str(), opts.port)),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(ClientError::Timeout {
-                    what: "the TCP connection",
-                    secs: opts.timeout,
-                });
-            }
-            Ok(Err(cause)) => return Err(ClientError::Connect { addr, cause }),
-            Ok(Ok(s)) => s,
-        };
-        let _ = tcp.set_nodelay(true);
-        let loopback = tcp
-            .peer_addr()
-            .map(|a| is_loopback(a.ip()))
-            .unwrap_or(false);
-        let plan = tls_plan(opts.tls, opts.port, loopback);
+        let host = server_name(&opts.host);
         let tls_config =
             || tls::client_config(opts.ca_file.as_deref()).map_err(|e| tls_failure(&opts.host, e));
-
-        if plan == TlsPlan::Implicit {
-            let cfg = tls_config()?;
-            let stream = Self::handshake(tcp, &opts.host, cfg, opts.timeout).await?;
-            let mut client = Client::with_timeout(stream, opts.timeout).await?;
+        // Only implicit TLS is decided before connecting: the others depend on the peer being loopback.
+        let implicit = tls_plan(opts.tls, opts.port, false) == TlsPlan::Implicit;
+        let implicit_tls = if implicit {
+            Some((host, tls_config()?))
+        } else {
+            None
+        };
+        let tcp = async {
+            let s = TcpStream::connect((opts.host.as_str(), opts.port)).await?;
+            // One flush per command: Nagle would only delay the replies we wait for.
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        };
+        let conn = connection::dial(tcp, implicit_tls, opts.timeout, opts.timeout)
+            .await
+            .map_err(|e| match e {
+                Pop3Error::Connect(cause) => ClientError::Connect {
+                    addr: addr.clone(),
+                    cause,
+                },
+                e => tls_step("the greeting", &opts.host, e),
+            })?;
+        let mut client = Client {
+            conn,
+            security: Security::Plain,
+            broken: false,
+        };
+        if implicit {
             client.security = Security::Implicit;
             return Ok(client);
         }
-        let mut client = Client::with_timeout(tcp, opts.timeout).await?;
+        let loopback = match client.conn.get_ref() {
+            MaybeTls::Plain(tcp) => tcp
+                .peer_addr()
+                .map(|a| is_loopback(a.ip()))
+                .unwrap_or(false),
+            _ => false,
+        };
+        let plan = tls_plan(opts.tls, opts.port, loopback);
         let offered = match plan {
-            TlsPlan::Plain => return client.map_stream(MaybeTls::Plain),
+            TlsPlan::Plain => return Ok(client),
             TlsPlan::TryStls => client.capa().await?.is_some_and(|c| c.has("STLS")),
             // RequireStls and TryStlsOrRefuse (Implicit returned above): ask even if CAPA is missing or silent.
             _ => true,
         };
         if !offered {
             tracing::info!(server = %addr, "server on a loopback address offers no STLS; continuing in clear text");
-            return client.map_stream(MaybeTls::Plain);
+            return Ok(client);
         }
         let cfg = tls_config()?;
-        match client.starttls(&opts.host, cfg).await {
-            Ok(c) => Ok(c),
+        let result = if client.broken {
+            Err(ClientError::Broken)
+        } else {
+            client
+                .conn
+                .starttls_plain(host, cfg)
+                .await
+                .map_err(|e| stls_error(&opts.host, e))
+        };
+        match result {
+            Ok(conn) => Ok(Client {
+                conn,
+                security: Security::StartTls,
+                broken: false,
+            }),
             Err(ClientError::NoStls { detail }) if plan == TlsPlan::TryStlsOrRefuse => {
                 tracing::debug!(%detail, "STLS refused");
                 Err(ClientError::PlaintextRefused { addr })
@@ -339,27 +228,19 @@ impl Client<MaybeTls<TcpStream>> {
             Err(e) => Err(e),
         }
     }
-
-    async fn handshake(
-        tcp: TcpStream,
-        host: &str,
-        cfg: Arc<rustls::ClientConfig>,
-        limit: Duration,
-    ) -> Result<MaybeTls<TcpStream>, ClientError> {
-        match tokio::time::timeout(limit, tls::connect(tcp, server_name(host), cfg)).await {
-            Err(_) => Err(ClientError::Timeout {
-                what: "the TLS handshake",
-                secs: limit,
-            }),
-            Ok(Err(e)) => Err(tls_failure(host, e)),
-            Ok(Ok(s)) => Ok(s),
-        }
-    }
 }
 
-/// The name to verify the certificate against: an IPv6 literal without its brackets.
-fn server_name(host: &str) -> &str {
-    host.trim_start_matches('[').trim_end_matches(']')
+/// A failed STLS upgrade in the client's terms: a refusal is [`ClientError::NoStls`].
+fn stls_error(host: &str, e: Pop3Error) -> ClientError {
+    match e {
+        Pop3Error::Refused {
+            command: "STLS",
+            response,
+        } => ClientError::NoStls {
+            detail: quote(response.to_string().as_bytes()),
+        },
+        e => tls_step("STLS", host, e),
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
@@ -370,52 +251,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// Starts a session on an already connected stream: reads the greeting, giving every network step `limit`.
     pub async fn with_timeout(stream: S, limit: Duration) -> Result<Self, ClientError> {
-        let mut stream = Pop3Stream::new(stream);
-        let greeting = timed(limit, "the greeting", stream.read_response()).await?;
-        if greeting.status != Status::Ok {
-            return Err(ClientError::Server {
-                command: "the greeting",
-                code: greeting.code,
-                text: quote(greeting.text.as_bytes()),
-            });
-        }
+        let mut conn = Connection::new(stream, limit);
+        conn.read_greeting()
+            .await
+            .map_err(|e| wire("the greeting", e))?;
         Ok(Client {
-            stream,
-            greeting,
-            caps: None,
-            timeout: limit,
+            conn,
             security: Security::Plain,
             broken: false,
         })
     }
 
-    /// Rewraps the transport (clear TCP into `MaybeTls::Plain`); only between replies, when nothing is buffered.
-    fn map_stream<T: AsyncRead + AsyncWrite + Unpin>(
-        self,
-        f: impl FnOnce(S) -> T,
-    ) -> Result<Client<T>, ClientError> {
-        if self.stream.has_buffered_input() {
-            return Err(ClientError::Protocol {
-                command: "the greeting",
-                detail: "the server sent data nobody asked for".into(),
-            });
-        }
-        Ok(Client {
-            stream: Pop3Stream::new(f(self.stream.into_inner())),
-            greeting: self.greeting,
-            caps: self.caps,
-            timeout: self.timeout,
-            security: self.security,
-            broken: self.broken,
-        })
-    }
-
     pub fn set_timeout(&mut self, limit: Duration) {
-        self.timeout = limit;
+        self.conn.set_timeout(limit);
     }
 
     pub fn greeting(&self) -> &Response {
-        &self.greeting
+        self.conn.greeting()
     }
 
     pub fn security(&self) -> Security {
@@ -424,11 +276,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
 
     /// The APOP timestamp of the greeting (`<...@...>`, RFC 1939 §7), if it has one.
     pub fn apop_timestamp(&self) -> Option<&str> {
-        let text = &self.greeting.text;
-        let start = text.find('<')?;
-        let end = start + text[start..].find('>')?;
-        let stamp = &text[start..=end];
-        stamp.contains('@').then_some(stamp)
+        self.conn.apop_timestamp()
     }
 
     /// Sends one command and reads its status line; `-ERR` becomes [`ClientError::Server`].
@@ -456,286 +304,56 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         if self.broken {
             return Err(ClientError::Broken);
         }
-        let verb = cmd.verb();
-        let limit = self.timeout;
-        let result = async {
-            timed(limit, verb, self.stream.write_command(cmd)).await?;
-            timed(limit, verb, self.stream.read_response()).await
-        }
-        .await;
-        if result.is_err() {
+        self.conn.command(cmd).await.map_err(|e| {
             self.broken = true;
-        }
-        result
-    }
-
-    /// Reads a multi-line body into memory, refusing more than `limit` octets (the session stays usable).
-    async fn read_body(
-        &mut self,
-        command: &'static str,
-        limit: usize,
-    ) -> Result<Vec<u8>, ClientError> {
-        let mut sink = CappedVec {
-            data: Vec::new(),
-            limit,
-            overflowed: false,
-        };
-        match self.copy_body(command, &mut sink, Eol::Crlf).await {
-            Err(ClientError::Sink(_)) if sink.overflowed => {
-                Err(ClientError::TooLarge { command, limit })
-            }
-            Err(e) => Err(e),
-            Ok(_) => Ok(sink.data),
-        }
-    }
-
-    /// Streams a multi-line body (already un-stuffed, terminator removed) into `out`, returning the octets written.
-    ///
-    /// When `out` fails, the rest of the body is still read and dropped, so the session can go on (a fetch can then
-    /// QUIT and commit the deletions of the messages that were saved).
-    async fn copy_body<W: AsyncWrite + Unpin>(
-        &mut self,
-        command: &'static str,
-        out: &mut W,
-        eol: Eol,
-    ) -> Result<u64, ClientError> {
-        let mut body = self.body(command, eol);
-        let mut written: u64 = 0;
-        let mut sink_error = None;
-        while let Some(data) = body.next_chunk().await? {
-            if sink_error.is_none() {
-                match out.write_all(data).await {
-                    Ok(()) => written += data.len() as u64,
-                    Err(e) => sink_error = Some(e),
-                }
-            }
-        }
-        if sink_error.is_none()
-            && let Err(e) = out.flush().await
-        {
-            sink_error = Some(e);
-        }
-        match sink_error {
-            Some(e) => Err(ClientError::Sink(e)),
-            None => Ok(written),
-        }
-    }
-
-    fn body(&mut self, command: &'static str, eol: Eol) -> Body<'_, S> {
-        Body {
-            client: self,
-            command,
-            eol,
-            lf: CrlfToLf::new(),
-            chunk: Vec::new(),
-            converted: Vec::new(),
-            received: 0,
-            done: false,
-        }
+            wire(cmd.verb(), e)
+        })
     }
 
     /// CAPA (RFC 2449), cached until login or STLS; `None` when the server answers `-ERR` (a pre-CAPA server).
     pub async fn capa(&mut self) -> Result<Option<&Capabilities>, ClientError> {
-        if self.caps.is_none() {
-            let parsed = match self.command(&Command::Capa).await {
-                Ok(_) => Some(Capabilities::parse(
-                    &self.read_body("CAPA", MAX_CAPA_BYTES).await?,
-                )),
-                Err(ClientError::Server { .. }) => None,
-                Err(e) => return Err(e),
-            };
-            self.caps = Some(parsed);
+        if self.broken {
+            return Err(ClientError::Broken);
         }
-        Ok(self.caps.as_ref().and_then(|c| c.as_ref()))
+        if !self.conn.capabilities_known()
+            && let Err(e) = self.conn.capabilities().await
+        {
+            // An oversized answer was read to its end: the session is still in step.
+            if !matches!(e, Pop3Error::TooLarge { .. }) {
+                self.broken = true;
+            }
+            return Err(match e {
+                Pop3Error::Refused { .. } => ClientError::Protocol {
+                    command: "CAPA",
+                    detail: "unexpected \"+ \" continuation".into(),
+                },
+                e => wire("CAPA", e),
+            });
+        }
+        Ok(self.conn.cached_capabilities())
     }
 
     /// STLS (RFC 2595 §4): on `+OK` the TLS handshake runs on the same connection; capabilities are forgotten, as
     /// the RFC requires, because what the server said in clear text may have been forged.
     pub async fn starttls(
-        mut self,
+        self,
         host: &str,
         cfg: Arc<rustls::ClientConfig>,
     ) -> Result<Client<MaybeTls<S>>, ClientError> {
-        match self.command(&Command::Stls).await {
-            Ok(_) => {}
-            Err(ClientError::Server { text, .. }) => {
-                return Err(ClientError::NoStls {
-                    detail: format!("-ERR {text}"),
-                });
-            }
-            Err(e) => return Err(e),
+        if self.broken {
+            return Err(ClientError::Broken);
         }
-        // Bytes that arrived after "+OK" but before the handshake were sent in clear text and would be read as if
-        // they came through TLS (the CVE-2011-0411 family of injection bugs): refuse instead.
-        if self.stream.has_buffered_input() {
-            return Err(ClientError::Protocol {
-                command: "STLS",
-                detail: "the server sent data after +OK and before the TLS handshake; refusing it (possible injection)".into(),
-            });
-        }
-        let limit = self.timeout;
-        let inner = self.stream.into_inner();
-        let tls =
-            match tokio::time::timeout(limit, tls::connect(inner, server_name(host), cfg)).await {
-                Err(_) => {
-                    return Err(ClientError::Timeout {
-                        what: "the TLS handshake",
-                        secs: limit,
-                    });
-                }
-                Ok(Err(e)) => return Err(tls_failure(host, e)),
-                Ok(Ok(s)) => s,
-            };
+        let name = server_name(host).to_owned();
+        let conn = self
+            .conn
+            .starttls(|s| async move { tls::connect(s, &name, cfg).await })
+            .await
+            .map_err(|e| stls_error(host, e))?;
         Ok(Client {
-            stream: Pop3Stream::new(tls),
-            greeting: self.greeting,
-            caps: None,
-            timeout: limit,
+            conn,
             security: Security::StartTls,
             broken: false,
         })
-    }
-
-    /// Logs in; returns the method that worked. See [`AuthMethod::Auto`] for how it picks.
-    pub async fn login(
-        &mut self,
-        user: &str,
-        password: &Secret,
-        method: AuthMethod,
-    ) -> Result<AuthMethod, ClientError> {
-        if [user, password.expose()]
-            .iter()
-            .any(|s| s.contains(['\r', '\n', '\0']))
-        {
-            return Err(ClientError::BadCredentials);
-        }
-        let method = match method {
-            AuthMethod::Auto => self.pick_method().await?,
-            m => m,
-        };
-        let result = match method {
-            AuthMethod::Plain => self.auth_plain(user, password).await,
-            AuthMethod::Apop => self.apop(user, password).await,
-            _ => self.user_pass(user, password).await,
-        };
-        // Capabilities may differ after login (RFC 2449 §5).
-        self.caps = None;
-        result.map(|()| method)
-    }
-
-    async fn pick_method(&mut self) -> Result<AuthMethod, ClientError> {
-        let stamp = self.apop_timestamp().is_some();
-        Ok(match self.capa().await? {
-            None => AuthMethod::User,
-            Some(c) if c.has("USER") => AuthMethod::User,
-            Some(c)
-                if c.sasl_mechanisms()
-                    .iter()
-                    .any(|m| m.eq_ignore_ascii_case("PLAIN")) =>
-            {
-                AuthMethod::Plain
-            }
-            Some(_) if stamp => AuthMethod::Apop,
-            // CAPA lists neither: USER is mandatory-to-try in practice (RFC 1939 servers rarely omit it).
-            Some(_) => AuthMethod::User,
-        })
-    }
-
-    fn login_error(e: ClientError, user: &str, method: AuthMethod) -> ClientError {
-        match e {
-            ClientError::Server { code, text, .. } => ClientError::LoginFailed {
-                user: user.to_owned(),
-                method: method.name(),
-                code,
-                text,
-            },
-            other => other,
-        }
-    }
-
-    async fn user_pass(&mut self, user: &str, password: &Secret) -> Result<(), ClientError> {
-        let m = AuthMethod::User;
-        self.command(&Command::User(user.to_owned()))
-            .await
-            .map_err(|e| Self::login_error(e, user, m))?;
-        self.command(&Command::Pass(password.clone()))
-            .await
-            .map_err(|e| Self::login_error(e, user, m))?;
-        Ok(())
-    }
-
-    async fn auth_plain(&mut self, user: &str, password: &Secret) -> Result<(), ClientError> {
-        // RFC 4616: authzid NUL authcid NUL passwd; an empty authzid means "act as authcid".
-        let mut raw = Vec::with_capacity(user.len() + password.expose().len() + 2);
-        raw.push(0);
-        raw.extend_from_slice(user.as_bytes());
-        raw.push(0);
-        raw.extend_from_slice(password.expose().as_bytes());
-        let encoded = Secret::new(base64::engine::general_purpose::STANDARD.encode(&raw));
-        let mut cmd = Command::Auth {
-            mechanism: Some("PLAIN".into()),
-            initial: Some(encoded.clone()),
-        };
-        if !cmd.fits_line_limit() {
-            // RFC 5034 §4: an initial response that would push the line past 255 octets is sent after "+ ".
-            cmd = Command::Auth {
-                mechanism: Some("PLAIN".into()),
-                initial: None,
-            };
-        }
-        let mut resp = self.exchange(&cmd).await?;
-        if resp.status == Status::Continue {
-            // Sent without an initial response, or a server that ignores it and asks with an empty challenge.
-            let mut line = encoded.expose().as_bytes().to_vec();
-            line.extend_from_slice(b"\r\n");
-            let limit = self.timeout;
-            let result = async {
-                timed(limit, "AUTH", self.stream.write_raw(&line)).await?;
-                timed(limit, "AUTH", self.stream.flush()).await?;
-                timed(limit, "AUTH", self.stream.read_response()).await
-            }
-            .await;
-            resp = match result {
-                Ok(r) => r,
-                Err(e) => {
-                    self.broken = true;
-                    return Err(e);
-                }
-            };
-        }
-        match resp.status {
-            Status::Ok => Ok(()),
-            Status::Err => Err(ClientError::LoginFailed {
-                user: user.to_owned(),
-                method: AuthMethod::Plain.name(),
-                code: resp.code,
-                text: quote(resp.text.as_bytes()),
-            }),
-            Status::Continue => {
-                self.broken = true;
-                Err(ClientError::Protocol {
-                    command: "AUTH",
-                    detail: "a second SASL challenge for PLAIN".into(),
-                })
-            }
-        }
-    }
-
-    async fn apop(&mut self, user: &str, password: &Secret) -> Result<(), ClientError> {
-        let Some(stamp) = self.apop_timestamp() else {
-            return Err(ClientError::NoLoginMethod(
-                "the greeting has no APOP timestamp; the server does not offer APOP".into(),
-            ));
-        };
-        let digest = apop_digest(stamp, password);
-        let cmd = Command::Apop {
-            name: user.to_owned(),
-            digest,
-        };
-        self.command(&cmd)
-            .await
-            .map_err(|e| Self::login_error(e, user, AuthMethod::Apop))?;
-        Ok(())
     }
 
     /// STAT: (message count, maildrop size in octets).
@@ -750,19 +368,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// LIST: (message number, size in octets) for every message not marked deleted.
     pub async fn list(&mut self) -> Result<Vec<(u32, u64)>, ClientError> {
         self.command(&Command::List(None)).await?;
-        let body = self.read_body("LIST", MAX_LISTING_BYTES).await?;
-        listing(&body, "LIST", |rest| {
-            rest.split_ascii_whitespace()
-                .next()
-                .and_then(|s| s.parse().ok())
-        })
+        self.read_listing("LIST", ListingParser::list(), MAX_LISTING_BYTES)
+            .await
     }
 
     /// LIST n: the size of message `n`.
     pub async fn list_one(&mut self, n: u32) -> Result<u64, ClientError> {
         let resp = self.command(&Command::List(Some(n))).await?;
-        match parse_pair(&resp.text) {
-            Some((m, size)) if m == n => Ok(size),
+        match listing::parse_list(resp.text.as_bytes())
+            .into_clean()
+            .as_deref()
+        {
+            Ok([(m, size)]) if *m == n => Ok(*size),
             _ => Err(ClientError::Protocol {
                 command: "LIST",
                 detail: quote(resp.text.as_bytes()),
@@ -770,24 +387,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         }
     }
 
-    /// UIDL: (message number, unique-id) for every message not marked deleted.
+    /// UIDL: (message number, unique-id) for every message not marked deleted. A listing with a line the shared
+    /// policy refuses (see [`crate::pop3::listing`]: an invalid or repeated unique-id, a malformed line) is an
+    /// error: such a unique-id cannot identify a message in the seen-state file.
     pub async fn uidl(&mut self) -> Result<Vec<(u32, String)>, ClientError> {
         self.command(&Command::Uidl(None)).await?;
-        let body = self.read_body("UIDL", MAX_LISTING_BYTES).await?;
-        listing(&body, "UIDL", |rest| {
-            valid_uid(rest.split_ascii_whitespace().next()?)
-        })
+        self.read_listing("UIDL", ListingParser::uidl(), MAX_LISTING_BYTES)
+            .await
     }
 
     /// UIDL n: the unique-id of message `n`.
     pub async fn uidl_one(&mut self, n: u32) -> Result<String, ClientError> {
         let resp = self.command(&Command::Uidl(Some(n))).await?;
-        let mut words = resp.text.split_ascii_whitespace();
-        match (
-            words.next().and_then(|w| w.parse::<u32>().ok()),
-            words.next().and_then(valid_uid),
-        ) {
-            (Some(m), Some(uid)) if m == n => Ok(uid),
+        match listing::parse_uidl(resp.text.as_bytes()).into_clean() {
+            Ok(mut v) if v.len() == 1 && v[0].0 == n => Ok(v.remove(0).1),
             _ => Err(ClientError::Protocol {
                 command: "UIDL",
                 detail: quote(resp.text.as_bytes()),
@@ -853,186 +466,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
     /// QUIT: the server enters UPDATE and removes the marked messages; `-ERR` here means some were not removed.
     pub async fn quit(mut self) -> Result<(), ClientError> {
         self.command(&Command::Quit).await?;
-        let mut inner = self.stream.into_inner();
+        let mut inner = self.conn.into_inner();
         // The server closes after +OK; a failed TLS close_notify changes nothing for the mail.
         let _ = tokio::time::timeout(Duration::from_secs(5), inner.shutdown()).await;
         Ok(())
     }
 }
 
-/// A multi-line reply being read. Pull it with [`Body::next_chunk`] to the end; dropping it earlier leaves the
-/// session out of step, so the client then refuses further commands ([`ClientError::Broken`]).
-pub struct Body<'a, S> {
-    client: &'a mut Client<S>,
-    command: &'static str,
-    eol: Eol,
-    lf: CrlfToLf,
-    chunk: Vec<u8>,
-    converted: Vec<u8>,
-    received: u64,
-    done: bool,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Body<'_, S> {
-    /// The next piece of content (un-stuffed, line ends as asked), never empty; `None` once the terminating line
-    /// has been read. Each piece is at most about one read buffer of the wire layer.
-    pub async fn next_chunk(&mut self) -> Result<Option<&[u8]>, ClientError> {
-        loop {
-            if self.done {
-                return Ok(None);
-            }
-            if self.client.broken {
-                return Err(ClientError::Broken);
-            }
-            self.chunk.clear();
-            let limit = self.client.timeout;
-            let step = tokio::time::timeout(
-                limit,
-                self.client.stream.read_multiline_chunk(&mut self.chunk),
-            )
-            .await;
-            let command = self.command;
-            let done = match step {
-                Ok(Ok(done)) => done,
-                failed => {
-                    self.client.broken = true;
-                    return Err(match failed {
-                        Err(_) => ClientError::Timeout {
-                            what: command,
-                            secs: limit,
-                        },
-                        Ok(Err(Pop3Error::Closed | Pop3Error::UnexpectedEof)) => {
-                            ClientError::ClosedMidMessage {
-                                command,
-                                received: self.received,
-                            }
-                        }
-                        Ok(Err(cause)) => ClientError::Wire { command, cause },
-                        Ok(Ok(_)) => ClientError::Broken,
-                    });
-                }
-            };
-            self.received += self.chunk.len() as u64;
-            self.done = done;
-            let empty = match self.eol {
-                Eol::Crlf => self.chunk.is_empty(),
-                Eol::Lf => {
-                    self.converted.clear();
-                    self.lf.convert(&self.chunk, &mut self.converted);
-                    if done {
-                        self.lf.finish(&mut self.converted);
-                    }
-                    self.converted.is_empty()
-                }
-            };
-            if !empty {
-                return Ok(Some(match self.eol {
-                    Eol::Crlf => &self.chunk,
-                    Eol::Lf => &self.converted,
-                }));
-            }
-        }
-    }
-
-    /// Octets of content received so far (un-stuffed, before any line-end conversion).
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-}
-
-impl<S> Drop for Body<'_, S> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.client.broken = true;
-        }
-    }
-}
-
-/// The APOP digest: lower-case hex MD5 of the greeting timestamp followed by the shared secret (RFC 1939 §7).
-pub fn apop_digest(timestamp: &str, password: &Secret) -> Secret {
-    let mut h = md5::Md5::new();
-    h.update(timestamp.as_bytes());
-    h.update(password.expose().as_bytes());
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    Secret::new(hex)
-}
-
-/// "n m ..." → (n, m): the STAT and LIST n reply text (RFC 1939 §5 lets servers add text after the two numbers).
+/// "n m ..." → (n, m): the STAT reply text (RFC 1939 §5 lets servers add text after the two numbers).
 fn parse_pair(text: &str) -> Option<(u32, u64)> {
     let mut w = text.split_ascii_whitespace();
     Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
 }
 
-/// A unique-id is 1 to 70 characters in 0x21..=0x7E (RFC 1939 §7); we accept longer ones but never control
-/// characters or spaces, because they become lines of the seen-UIDL state file.
-fn valid_uid(s: &str) -> Option<String> {
-    (!s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b))).then(|| s.to_owned())
-}
-
-/// Parses a "number rest" listing (LIST, UIDL) line by line.
-fn listing<T>(
-    body: &[u8],
-    command: &'static str,
-    value: impl Fn(&str) -> Option<T>,
-) -> Result<Vec<(u32, T)>, ClientError> {
-    let mut out = Vec::new();
-    for line in body.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            continue;
-        }
-        let bad = || ClientError::Protocol {
-            command,
-            detail: format!("bad line {:?}", quote(line)),
-        };
-        let text = std::str::from_utf8(line).map_err(|_| bad())?;
-        let (num, rest) = text.trim_start().split_once([' ', '\t']).ok_or_else(bad)?;
-        let num: u32 = num.parse().map_err(|_| bad())?;
-        out.push((num, value(rest.trim_start()).ok_or_else(bad)?));
-    }
-    Ok(out)
-}
-
-/// An in-memory sink with a cap: the write that would pass `limit` fails, and `overflowed` says why.
-struct CappedVec {
-    data: Vec<u8>,
-    limit: usize,
-    overflowed: bool,
-}
-
-impl AsyncWrite for CappedVec {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<io::Result<usize>> {
-        if self.data.len().saturating_add(buf.len()) > self.limit {
-            self.overflowed = true;
-            self.data = Vec::new();
-            return std::task::Poll::Ready(Err(io::Error::other("over the size limit")));
-        }
-        self.data.extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
 
     #[test]
     fn default_tls_never_sends_a_password_in_clear_off_loopback() {
@@ -1069,47 +519,33 @@ mod tests {
         assert_eq!(d.expose(), "c4c9334bac560ecc979e58001b3e22fb");
     }
 
-    #[test]
-    fn listings_tolerate_extra_text_and_reject_garbage() {
-        let v = listing(b"1 120\r\n2 300 extra\r\n", "LIST", |r| {
-            r.split_ascii_whitespace().next()?.parse::<u64>().ok()
-        });
-        assert_eq!(v.unwrap(), vec![(1, 120), (2, 300)]);
-        assert!(listing(b"x 1\r\n", "LIST", |r| r.parse::<u64>().ok()).is_err());
-        assert!(listing(b"1\r\n", "LIST", |r| r.parse::<u64>().ok()).is_err());
-        let u = listing(b"1 abc\r\n2 a\x01b\r\n", "UIDL", |r| {
-            valid_uid(r.split_ascii_whitespace().next()?)
-        });
-        assert!(u.is_err());
-        assert_eq!(parse_pair("2 320 octets"), Some((2, 320)));
-        assert_eq!(parse_pair("2"), None);
+    async fn scripted(server_says: &'static [u8]) -> Client<tokio::io::DuplexStream> {
+        use tokio::io::AsyncWriteExt as _;
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        server.write_all(server_says).await.unwrap();
+        // The server half stays open for the test's duration.
+        std::mem::forget(server);
+        Client::new(client).await.unwrap()
     }
 
-    #[test]
-    fn certificate_failures_become_tls_verify_with_the_tls_layers_reason() {
-        let e = tls_failure(
-            "h",
-            TlsError::Certificate {
-                host: "h".into(),
-                reason: "unknown issuer: pass --ca-file".into(),
-            },
-        );
-        let msg = e.to_string();
-        assert!(matches!(e, ClientError::TlsVerify { .. }), "{msg}");
-        assert!(
-            msg.starts_with("TLS verification of h failed because"),
-            "{msg}"
-        );
-        assert!(msg.contains("--ca-file"), "{msg}");
-        let e = tls_failure(
-            "h",
-            TlsError::Certificate {
-                host: "h".into(),
-                reason: "Other(CaUsedAsEndEntity)".into(),
-            },
-        );
-        assert!(e.to_string().contains("self-signed"), "{e}");
-        let e = tls_failure("h", TlsError::Timeout { peer: "h".into() });
-        assert!(matches!(e, ClientError::Tls { .. }), "{e}");
+    #[tokio::test]
+    async fn listings_tolerate_extra_text_and_reject_garbage() {
+        let mut c = scripted(
+            b"+OK\r\n+OK\r\n1 120\r\n2 300 extra\r\n.\r\n+OK\r\nx 1\r\n.\r\n+OK\r\n1\r\n.\r\n",
+        )
+        .await;
+        assert_eq!(c.list().await.unwrap(), vec![(1, 120), (2, 300)]);
+        assert!(matches!(c.list().await, Err(ClientError::Protocol { .. })));
+        assert!(matches!(c.list().await, Err(ClientError::Protocol { .. })));
+        let mut c = scripted(
+            b"+OK\r\n+OK\r\n1 abc\r\n2 a\x01b\r\n.\r\n+OK\r\n1 a\r\n2 a\r\n.\r\n+OK 1 ok\r\n",
+        )
+        .await;
+        assert!(matches!(c.uidl().await, Err(ClientError::Protocol { .. })));
+        let e = c.uidl().await.unwrap_err();
+        assert!(e.to_string().contains("same unique-id"), "{e}");
+        assert_eq!(c.uidl_one(1).await.unwrap(), "ok");
+        assert_eq!(parse_pair("2 320 octets"), Some((2, 320)));
+        assert_eq!(parse_pair("2"), None);
     }
 }

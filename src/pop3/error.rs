@@ -1,6 +1,9 @@
 //! The error type of the POP3 stream layer: I/O, framing and size limits, each saying what the caller should do.
 
-use super::response::ResponseError;
+use std::time::Duration;
+
+use super::response::{Response, ResponseError};
+use crate::tls::TlsError;
 
 /// A failure of the connection or of its framing. Parse errors of single commands are not here: they are
 /// [`super::CommandError`]s that the session answers with `-ERR` and survives.
@@ -36,4 +39,22 @@ pub enum Pop3Error {
          closing the connection"
     )]
     BufferedInputAfterStls,
+
+    /// The TCP connection could not be opened.
+    #[error("cannot connect: {0} (check the host and port, and that a POP3 server listens there)")]
+    Connect(std::io::Error),
+
+    /// A step of the connection took longer than its budget.
+    #[error("no answer within {}s while waiting for {what}; the server is stuck or unreachable", .after.as_secs())]
+    Timeout { what: &'static str, after: Duration },
+
+    #[error("TLS failed: {0}")]
+    Tls(TlsError),
+
+    /// A `-ERR` where the connection cannot go on without `+OK` (the greeting, STLS).
+    #[error("the server refused {command}: {response}")]
+    Refused {
+        command: &'static str,
+        response: Response,
+    },
 }

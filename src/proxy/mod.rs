@@ -27,8 +27,7 @@ use crate::tls::{self, TlsError};
 pub use settings::{ClientTlsFiles, ProxyConfig, ProxySettings};
 use upstream::{Connect, TcpConnect};
 
-/// RFC 1939 §3: an autologout timer "MUST be of at least 10 minutes' duration" for an idle client.
-pub const RFC1939_MIN_AUTOLOGOUT: Duration = Duration::from_secs(10 * 60);
+pub use crate::pop3::limits::{POP3_PORT, POP3S_PORT, RFC1939_MIN_AUTOLOGOUT};
 /// How long the proxy waits for one upstream read (a response line or a chunk of a multi-line body) before it gives
 /// up; two minutes covers a busy server computing a large UIDL list, and is far below a client's own patience.
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,10 +42,6 @@ pub const DEFAULT_SCAN_BUDGET: Duration = Duration::from_secs(30);
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:1110";
 /// The default Subject prefix for spam: short, ASCII, and what most filters' users already sort on.
 pub const DEFAULT_SUBJECT_PREFIX: &str = "[SPAM]";
-/// The POP3-over-TLS port (RFC 8314 §7.3); an upstream on this port defaults to implicit TLS.
-pub const POP3S_PORT: u16 = 995;
-/// The plain POP3 port (RFC 1939 §3).
-pub const POP3_PORT: u16 = 110;
 
 /// What the proxy does with a message the filter calls spam.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

@@ -7,6 +7,7 @@
 
 use base64::prelude::*;
 
+use crate::pop3::auth;
 use crate::secret::Secret;
 
 /// The SASL mechanisms the proxy relays, in the order it advertises them.
@@ -88,15 +89,8 @@ pub fn user_of(mechanism: &str, data: &Secret) -> Result<String, SaslError> {
     }
 }
 
-/// The three NUL-separated fields of a PLAIN message: authzid, authcid, password.
-type PlainFields<'a> = (&'a [u8], &'a [u8], &'a [u8]);
-
-fn split_plain(raw: &[u8]) -> Result<PlainFields<'_>, SaslError> {
-    let mut parts = raw.splitn(3, |&b| b == 0);
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(z), Some(c), Some(p)) => Ok((z, c, p)),
-        _ => Err(SaslError::NoUser("PLAIN message without two NULs")),
-    }
+fn split_plain(raw: &[u8]) -> Result<auth::PlainFields<'_>, SaslError> {
+    auth::split_plain(raw).ok_or(SaslError::NoUser("PLAIN message without two NULs"))
 }
 
 /// Rewrites the user name in a first client message for a routed login (`alice@host` → `alice`). Only PLAIN and
@@ -104,26 +98,20 @@ fn split_plain(raw: &[u8]) -> Result<PlainFields<'_>, SaslError> {
 /// unchanged and never routed by login.
 pub fn with_user(mechanism: &str, data: &Secret, user: &str) -> Result<Secret, SaslError> {
     let raw = decode(data)?;
-    let out = match mechanism.to_ascii_uppercase().as_str() {
+    match mechanism.to_ascii_uppercase().as_str() {
         "PLAIN" => {
             let (authzid, authcid, passwd) = split_plain(&raw)?;
-            let mut v = Vec::with_capacity(raw.len());
             // An authzid equal to the authcid is the same routed name; any other authzid is left alone.
-            if !authzid.is_empty() && authzid == authcid {
-                v.extend_from_slice(user.as_bytes());
+            let authzid = if !authzid.is_empty() && authzid == authcid {
+                user.as_bytes()
             } else {
-                v.extend_from_slice(authzid);
-            }
-            v.push(0);
-            v.extend_from_slice(user.as_bytes());
-            v.push(0);
-            v.extend_from_slice(passwd);
-            v
+                authzid
+            };
+            Ok(auth::plain_message(authzid, user.as_bytes(), passwd))
         }
-        "LOGIN" => user.as_bytes().to_vec(),
-        other => return Err(SaslError::Unsupported(other.to_owned())),
-    };
-    Ok(Secret::new(BASE64_STANDARD.encode(out)))
+        "LOGIN" => Ok(Secret::new(BASE64_STANDARD.encode(user))),
+        other => Err(SaslError::Unsupported(other.to_owned())),
+    }
 }
 
 #[cfg(test)]

@@ -16,19 +16,16 @@ use super::ScanMethod;
 use super::tag::{self, Eol, HeadEnd};
 use super::upstream::{Upstream, UpstreamError};
 use crate::filter::{Filter, ScoreOptions, Verdict};
-use crate::pop3::Command;
+use crate::pop3::{Command, listing};
 use crate::store::quarantine::Quarantine;
 
-/// Bytes accepted for a LIST or UIDL answer: a 100 000-message maildrop's UIDL list is about 8 MB.
-pub const MAX_LISTING: usize = 16 << 20;
+pub use crate::pop3::limits::MAX_LISTING_BYTES as MAX_LISTING;
 /// Scan commands in flight to a pipelining upstream: enough to hide the round trip, and so few that the commands
 /// (about 16 bytes each) always fit the socket buffers, so neither side can block the other (RFC 2449 §6.6).
 pub const PIPELINE_WINDOW: usize = 16;
 /// Messages scored at once per session: scoring is CPU work, so more than the cores buys nothing, and each one
 /// holds a prefix of up to `scan_limit` bytes.
 pub const MAX_PARALLEL_SCORING: usize = 8;
-/// RFC 1939 §7: a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
-pub const MAX_UIDL_LEN: usize = 70;
 
 /// A scoring function: user and message bytes in, verdict out.
 pub type ScoreFn = dyn Fn(Option<&str>, &[u8]) -> Verdict + Send + Sync;
@@ -129,35 +126,24 @@ where
     Ok(Listing { sizes, uidls })
 }
 
-fn two_fields(line: &[u8]) -> Option<(u32, &str)> {
-    let line = std::str::from_utf8(line).ok()?.trim();
-    let (n, rest) = line.split_once(' ')?;
-    let n: u32 = n.parse().ok().filter(|&n| n > 0)?;
-    Some((n, rest.trim()))
-}
-
-/// `n size` lines; malformed lines are skipped (the message then stays invisible rather than mis-sized).
+/// `n size` lines ([`crate::pop3::listing`] policy); lines it refuses are left out (the message then stays
+/// invisible rather than mis-sized).
 pub fn parse_list(body: &[u8]) -> Vec<(u32, u64)> {
-    body.split(|&b| b == b'\n')
-        .filter_map(|l| {
-            let (n, size) = two_fields(l)?;
-            let size = size.split_whitespace().next()?.parse().ok()?;
-            Some((n, size))
-        })
-        .collect()
+    let listing = listing::parse_list(body);
+    for p in &listing.problems {
+        tracing::debug!("upstream LIST: {p}");
+    }
+    listing.entries
 }
 
-/// `n uid` lines, keeping only ids RFC 1939 allows.
+/// `n uid` lines ([`crate::pop3::listing`] policy): an invalid or repeated unique-id identifies no message, which
+/// is then keyed by its header digest like a message of an upstream without UIDL.
 pub fn parse_uidl(body: &[u8]) -> HashMap<u32, String> {
-    body.split(|&b| b == b'\n')
-        .filter_map(|l| {
-            let (n, uid) = two_fields(l)?;
-            let valid = !uid.is_empty()
-                && uid.len() <= MAX_UIDL_LEN
-                && uid.bytes().all(|b| (0x21..=0x7e).contains(&b));
-            valid.then(|| (n, uid.to_owned()))
-        })
-        .collect()
+    let listing = listing::parse_uidl(body);
+    for p in &listing.problems {
+        tracing::warn!("upstream UIDL: {p}");
+    }
+    listing.entries.into_iter().collect()
 }
 
 /// The cache key of a message without UIDL: a digest of its header (as far as tagging reads it).

@@ -11,12 +11,13 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::{POP3S_PORT, ProxyConfig};
-use crate::pop3::{Capabilities, Command, Pop3Error, Pop3Stream, Response};
-use crate::tls::{self, MaybeTls, TlsError, TlsMode};
-
-/// Bytes accepted for a CAPA answer; real lists are a few hundred bytes (see `pop3::capability`).
-pub const MAX_CAPA_BODY: usize = 16 * 1024;
+use super::ProxyConfig;
+pub use crate::pop3::auth::apop_timestamp;
+use crate::pop3::connection::{self, Connection};
+use crate::pop3::limits::POP3S_PORT;
+pub use crate::pop3::limits::default_tls_for_port;
+use crate::pop3::{Capabilities, Command, Pop3Error, Response};
+use crate::tls::{MaybeTls, TlsError, TlsMode};
 
 /// Where one upstream lives and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,16 +34,6 @@ impl fmt::Display for Target {
         } else {
             write!(f, "{}:{} ({})", self.host, self.port, self.tls)
         }
-    }
-}
-
-/// The TLS mode an upstream gets when none is configured: implicit on 995, STLS elsewhere, so a password
-/// never leaves in clear unless the config says `none`.
-pub fn default_tls_for_port(port: u16) -> TlsMode {
-    if port == POP3S_PORT {
-        TlsMode::Implicit
-    } else {
-        TlsMode::StartTls
     }
 }
 
@@ -82,14 +73,6 @@ fn has_port(s: &str) -> bool {
     } else {
         s.matches(':').count() == 1
     }
-}
-
-/// The APOP timestamp `<...@...>` in a greeting text, if any (RFC 1939 §7).
-pub fn apop_timestamp(text: &str) -> Option<&str> {
-    let start = text.find('<')?;
-    let end = start + text[start..].find('>')?;
-    let stamp = &text[start..=end];
-    stamp.contains('@').then_some(stamp)
 }
 
 /// A target from a `HOST:PORT` and an optional TLS mode string.
@@ -315,19 +298,27 @@ pub enum UpstreamError {
     Pop3(#[from] Pop3Error),
 }
 
-/// One connection to an upstream POP3 server.
+/// The proxy's reading of a wire failure: a step over its budget is [`UpstreamError::Timeout`].
+fn wire(e: Pop3Error) -> UpstreamError {
+    match e {
+        Pop3Error::Timeout { after, .. } => UpstreamError::Timeout(after.as_secs()),
+        e => UpstreamError::Pop3(e),
+    }
+}
+
+/// One connection to an upstream POP3 server: the proxy's policy (routing target, error wording) over the shared
+/// [`Connection`].
 pub struct Upstream<T> {
-    stream: Pop3Stream<MaybeTls<T>>,
-    timeout: Duration,
+    conn: Connection<MaybeTls<T>>,
     /// The greeting (its `<timestamp>` decides whether APOP can be relayed).
     pub greeting: Response,
     pub target: Target,
-    /// `None`: not asked yet; `Some(None)`: CAPA refused; `Some(Some(c))`: the list.
-    caps: Option<Option<Capabilities>>,
 }
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream<T> {
     /// Connects, runs TLS as the target asks (certificate and host name verified), and reads the greeting.
+    /// `connect_timeout` covers all of it: TCP connect, TLS handshake (implicit, or STLS and its handshake) and
+    /// the greeting; `timeout` then bounds each read and write.
     pub async fn connect<C>(
         connector: &C,
         target: &Target,
@@ -339,81 +330,66 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream<T> {
         C: Connect<Stream = T>,
     {
         let name = target.to_string();
-        let tcp = match tokio::time::timeout(
-            connect_timeout,
-            connector.connect(&target.host, target.port),
-        )
-        .await
-        {
-            Err(_) => {
-                return Err(UpstreamError::ConnectTimeout {
-                    target: name,
-                    secs: connect_timeout.as_secs(),
-                });
-            }
-            Ok(Err(source)) => {
+        let deadline = tokio::time::Instant::now() + connect_timeout;
+        let cfg = match target.tls {
+            TlsMode::None => None,
+            _ => Some(tls_config.ok_or_else(|| UpstreamError::NoTlsConfig(name.clone()))?),
+        };
+        let implicit = match (&cfg, target.tls) {
+            (Some(cfg), TlsMode::Implicit) => Some((target.host.as_str(), cfg.clone())),
+            _ => None,
+        };
+        let timed_out = || UpstreamError::ConnectTimeout {
+            target: name.clone(),
+            secs: connect_timeout.as_secs(),
+        };
+        let tls_failed = |source| UpstreamError::Tls {
+            target: name.clone(),
+            source,
+        };
+        let tcp = connector.connect(&target.host, target.port);
+        let mut conn = match connection::dial(tcp, implicit, connect_timeout, timeout).await {
+            Ok(c) => c,
+            Err(Pop3Error::Timeout {
+                what: connection::DIAL_STEPS,
+                ..
+            }) => return Err(timed_out()),
+            Err(Pop3Error::Connect(source)) => {
                 return Err(UpstreamError::Connect {
                     target: name,
                     source,
                 });
             }
-            Ok(Ok(s)) => s,
-        };
-        let need_tls = || {
-            tls_config
-                .clone()
-                .ok_or_else(|| UpstreamError::NoTlsConfig(name.clone()))
-        };
-        let stream = match target.tls {
-            TlsMode::None => MaybeTls::Plain(tcp),
-            TlsMode::Implicit => {
-                tls::connect(tcp, &target.host, need_tls()?)
-                    .await
-                    .map_err(|source| UpstreamError::Tls {
-                        target: name.clone(),
-                        source,
-                    })?
-            }
-            TlsMode::StartTls => MaybeTls::Plain(tcp),
-        };
-        let mut up = Upstream {
-            stream: Pop3Stream::new(stream),
-            timeout,
-            greeting: Response::ok(""),
-            target: target.clone(),
-            caps: None,
-        };
-        let greeting = up.response().await?;
-        if !greeting.is_ok() {
-            return Err(UpstreamError::Greeting {
-                target: name,
-                greeting: greeting.to_string(),
-            });
-        }
-        up.greeting = greeting;
-        if target.tls == TlsMode::StartTls {
-            let answer = up.command(&Command::Stls).await?;
-            if !answer.is_ok() {
-                return Err(UpstreamError::Stls {
+            Err(Pop3Error::Tls(source)) => return Err(tls_failed(source)),
+            Err(Pop3Error::Refused { response, .. }) => {
+                return Err(UpstreamError::Greeting {
                     target: name,
-                    answer: answer.to_string(),
+                    greeting: response.to_string(),
                 });
             }
-            let inner = up.stream.into_inner_checked()?;
-            let MaybeTls::Plain(tcp) = inner else {
-                return Err(UpstreamError::NoTlsConfig(name));
-            };
-            let tls = tls::connect(tcp, &target.host, need_tls()?)
+            Err(e) => return Err(wire(e)),
+        };
+        if let (Some(cfg), TlsMode::StartTls) = (cfg, target.tls) {
+            conn = match tokio::time::timeout_at(deadline, conn.starttls_plain(&target.host, cfg))
                 .await
-                .map_err(|source| UpstreamError::Tls {
-                    target: name.clone(),
-                    source,
-                })?;
-            // A fresh parser after the upgrade: nothing read in clear survives (RFC 2595 §4).
-            up.stream = Pop3Stream::new(tls);
-            up.caps = None;
+            {
+                Err(_) => return Err(timed_out()),
+                Ok(Ok(c)) => c,
+                Ok(Err(Pop3Error::Refused { response, .. })) => {
+                    return Err(UpstreamError::Stls {
+                        target: name,
+                        answer: response.to_string(),
+                    });
+                }
+                Ok(Err(Pop3Error::Tls(source))) => return Err(tls_failed(source)),
+                Ok(Err(e)) => return Err(wire(e)),
+            };
         }
-        Ok(up)
+        Ok(Upstream {
+            greeting: conn.greeting().clone(),
+            conn,
+            target: target.clone(),
+        })
     }
 
     /// The APOP timestamp `<...>` of the greeting, if any (RFC 1939 §7).
@@ -423,103 +399,77 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream<T> {
 
     /// Sends a command and reads its status line.
     pub async fn command(&mut self, cmd: &Command) -> Result<Response, UpstreamError> {
-        self.send(cmd).await?;
-        self.response().await
+        self.conn.command(cmd).await.map_err(wire)
     }
 
     /// Sends one command (flushed).
     pub async fn send(&mut self, cmd: &Command) -> Result<(), UpstreamError> {
-        tracing::trace!(dir = "p→u", %cmd);
-        let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.stream.write_command(cmd)).await {
-            Err(_) => Err(UpstreamError::Timeout(timeout.as_secs())),
-            Ok(r) => Ok(r?),
-        }
+        self.conn.send(cmd).await.map_err(wire)
     }
 
     /// Queues a command without sending it (pipelining); [`Upstream::flush`] sends the batch.
     pub fn queue(&mut self, cmd: &Command) {
-        tracing::trace!(dir = "p→u", %cmd, "queued");
-        self.stream.queue_raw(&cmd.to_wire());
+        self.conn.queue(cmd);
     }
 
     pub async fn flush(&mut self) -> Result<(), UpstreamError> {
-        let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.stream.flush()).await {
-            Err(_) => Err(UpstreamError::Timeout(timeout.as_secs())),
-            Ok(r) => Ok(r?),
-        }
+        self.conn.flush().await.map_err(wire)
     }
 
     /// Sends a raw line (a relayed SASL response).
     pub async fn send_line(&mut self, line: &str) -> Result<(), UpstreamError> {
-        let mut wire = Vec::with_capacity(line.len() + 2);
-        wire.extend(line.bytes().filter(|&b| b != b'\r' && b != b'\n'));
-        wire.extend_from_slice(b"\r\n");
-        let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.stream.write_raw(&wire)).await {
-            Err(_) => Err(UpstreamError::Timeout(timeout.as_secs())),
-            Ok(r) => Ok(r?),
-        }
+        self.conn
+            .send_line(line.as_bytes(), "a SASL response")
+            .await
+            .map_err(wire)
     }
 
     /// The next status line.
     pub async fn response(&mut self) -> Result<Response, UpstreamError> {
-        let timeout = self.timeout;
-        let r = match tokio::time::timeout(timeout, self.stream.read_response()).await {
-            Err(_) => return Err(UpstreamError::Timeout(timeout.as_secs())),
-            Ok(r) => r?,
-        };
-        tracing::trace!(dir = "u→p", response = %r);
-        Ok(r)
+        self.conn.response("a response").await.map_err(wire)
     }
 
     /// The next piece of a multi-line body; `true` once its terminator was read.
     pub async fn chunk(&mut self, out: &mut Vec<u8>) -> Result<bool, UpstreamError> {
-        let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.stream.read_multiline_chunk(out)).await {
-            Err(_) => Err(UpstreamError::Timeout(timeout.as_secs())),
-            Ok(r) => Ok(r?),
-        }
+        self.conn
+            .chunk(out, "a multi-line body")
+            .await
+            .map_err(wire)
     }
 
-    /// A whole (small) multi-line body.
+    /// A whole (small) multi-line body; the timeout applies to each chunk of it.
     pub async fn multiline(&mut self, limit: usize) -> Result<Vec<u8>, UpstreamError> {
-        let f = self.stream.read_multiline(limit);
-        let timeout = self.timeout;
-        match tokio::time::timeout(timeout, f).await {
-            Err(_) => Err(UpstreamError::Timeout(timeout.as_secs())),
-            Ok(r) => Ok(r?),
-        }
+        self.conn
+            .multiline(limit, "a multi-line body")
+            .await
+            .map_err(wire)
     }
 
     /// The upstream's capabilities, asked once per connection state; `None` when it does not support CAPA.
     pub async fn capabilities(&mut self) -> Result<Option<&Capabilities>, UpstreamError> {
-        if self.caps.is_none() {
-            let r = self.command(&Command::Capa).await?;
-            let caps = if r.is_ok() {
-                Some(Capabilities::parse(&self.multiline(MAX_CAPA_BODY).await?))
-            } else {
-                None
-            };
-            self.caps = Some(caps);
+        match self.conn.capabilities().await {
+            Ok(_) => Ok(self.conn.cached_capabilities()),
+            // A "+ " answer to CAPA: treated as no CAPA support, as before.
+            Err(Pop3Error::Refused { .. }) => Ok(None),
+            Err(e) => Err(wire(e)),
         }
-        Ok(self.caps.as_ref().and_then(Option::as_ref))
     }
 
     /// Forgets the capability list (it may change after login, RFC 2449 §5).
     pub fn forget_capabilities(&mut self) {
-        self.caps = None;
+        self.conn.forget_capabilities();
     }
 
     /// True when the upstream said it pipelines (RFC 2449 §6.6).
     pub fn pipelining(&self) -> bool {
-        matches!(&self.caps, Some(Some(c)) if c.has("PIPELINING"))
+        self.conn
+            .cached_capabilities()
+            .is_some_and(|c| c.has("PIPELINING"))
     }
 
     /// False only when the upstream listed its capabilities without TOP.
     pub fn may_have_top(&self) -> bool {
-        !matches!(&self.caps, Some(Some(c)) if !c.has("TOP"))
+        self.conn.cached_capabilities().is_none_or(|c| c.has("TOP"))
     }
 }
 
@@ -549,6 +499,93 @@ mod tests {
             TlsMode::None
         );
         assert!(parse_target("h:110", Some("maybe")).is_err());
+    }
+
+    /// A connector whose upstream sends `script` and then holds the connection open.
+    struct Scripted(&'static [u8]);
+
+    impl Connect for Scripted {
+        type Stream = tokio::io::DuplexStream;
+        async fn connect(&self, _: &str, _: u16) -> io::Result<tokio::io::DuplexStream> {
+            use tokio::io::AsyncWriteExt;
+            let (ours, mut theirs) = tokio::io::duplex(4096);
+            theirs.write_all(self.0).await?;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                drop(theirs);
+            });
+            Ok(ours)
+        }
+    }
+
+    async fn connect(
+        script: &'static [u8],
+        tls: TlsMode,
+    ) -> Result<Upstream<tokio::io::DuplexStream>, UpstreamError> {
+        let target = Target {
+            host: "127.0.0.1".into(),
+            port: 110,
+            tls,
+        };
+        let secs = Duration::from_secs;
+        let cfg = (tls != TlsMode::None).then(|| {
+            let roots = rustls::RootCertStore::empty();
+            Arc::new(
+                rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+            )
+        });
+        tokio::time::timeout(
+            secs(10),
+            Upstream::connect(&Scripted(script), &target, cfg, secs(1), secs(5)),
+        )
+        .await
+        .expect("connect returned within its budget")
+    }
+
+    #[tokio::test]
+    async fn connect_reads_the_greeting_and_keeps_its_timestamp() {
+        let mut up = connect(
+            b"+OK hi <1.2@x>\r\n+OK\r\nPIPELINING\r\n.\r\n",
+            TlsMode::None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(up.greeting_timestamp(), Some("<1.2@x>"));
+        assert!(up.may_have_top());
+        assert!(up.capabilities().await.unwrap().is_some());
+        assert!(up.pipelining() && !up.may_have_top());
+    }
+
+    #[tokio::test]
+    async fn the_connect_timeout_covers_the_greeting_and_stls() {
+        // No greeting: the one-second connect budget ends it, not the five-second read timeout.
+        let e = connect(b"", TlsMode::None).await.err().unwrap();
+        assert!(
+            matches!(e, UpstreamError::ConnectTimeout { secs: 1, .. }),
+            "{e}"
+        );
+        // STLS answered, handshake never completed: still the connect budget.
+        let e = connect(b"+OK\r\n+OK go\r\n", TlsMode::StartTls)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, UpstreamError::ConnectTimeout { .. }), "{e}");
+        let e = connect(b"+OK\r\n-ERR no\r\n", TlsMode::StartTls)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, UpstreamError::Stls { .. }), "{e}");
+        let e = connect(b"-ERR busy\r\n", TlsMode::None)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, UpstreamError::Greeting { .. }), "{e}");
     }
 
     /// The `[proxy]` and `[users.NAME]` keys routing reads, parsed as the config file spells them.
@@ -645,16 +682,5 @@ mod tests {
                 .contains("users.a.upstream")
         );
         assert!(routing("[proxy]\nupstream = \"x:1:2\"\n").is_err());
-    }
-
-    #[test]
-    fn apop_timestamp_from_greeting() {
-        assert_eq!(
-            apop_timestamp("POP3 ready <1896.697170952@dbc.mtview.ca.us>"),
-            Some("<1896.697170952@dbc.mtview.ca.us>")
-        );
-        assert_eq!(apop_timestamp("Dovecot ready."), None);
-        assert_eq!(apop_timestamp("<no-at>"), None);
-        assert_eq!(apop_timestamp("<unclosed@x"), None);
     }
 }

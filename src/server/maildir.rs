@@ -31,9 +31,6 @@ pub const MAX_MESSAGES: usize = 200_000;
 /// that a 50 MB message never sits whole in memory.
 pub const READ_CHUNK: usize = 128 * 1024;
 
-/// RFC 1939 §7 (UIDL): a unique-id is 1 to 70 characters in the range 0x21 to 0x7E.
-pub const MAX_UIDL_LEN: usize = 70;
-
 /// Most file sizes the [`SizeCache`] remembers (about 100 bytes each); past this it starts over, which only costs
 /// re-reading files once.
 pub const SIZE_CACHE_ENTRIES: usize = 500_000;
@@ -392,10 +389,7 @@ pub fn unique_part(name: &str) -> &str {
 /// The UIDL for a file name: its unique part when that is a valid RFC 1939 unique-id, else a hash of it.
 pub fn uidl_for(name: &str) -> String {
     let unique = unique_part(name);
-    let valid = !unique.is_empty()
-        && unique.len() <= MAX_UIDL_LEN
-        && unique.bytes().all(|b| (0x21..=0x7e).contains(&b));
-    if valid {
+    if crate::pop3::listing::check_uid(unique.as_bytes()).is_ok() {
         unique.to_owned()
     } else {
         hashed_uidl(unique.as_bytes())

@@ -20,8 +20,9 @@ use tokio::net::TcpListener;
 use self::session::Shared;
 use self::users::Users;
 
-/// RFC 1939 §3: "an autologout timer ... MUST be of at least 10 minutes' duration".
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+/// The inactivity timer: the RFC 1939 §3 minimum, "an autologout timer ... MUST be of at least 10 minutes'
+/// duration".
+pub const DEFAULT_IDLE_TIMEOUT: Duration = crate::pop3::limits::RFC1939_MIN_AUTOLOGOUT;
 
 /// Wait before answering a failed login: slows password guessing without bothering a user who mistyped.
 pub const DEFAULT_AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);

@@ -163,8 +163,9 @@ impl<C: Connect> ProxyBuilder<C> {
         )
     }
 
-    /// The proxy, or the error `Proxy::new` gives for this configuration. Needs [`ProxyBuilder::data_dir`].
-    pub fn try_build(self) -> Result<Proxy<C>, ProxyError> {
+    /// The proxy, or the error that resolving this configuration or `Proxy::new` gives, as the CLI prints it.
+    /// Needs [`ProxyBuilder::data_dir`].
+    pub fn try_build(self) -> Result<Proxy<C>, String> {
         let data_dir = self.data_dir.clone().unwrap_or_else(|| {
             panic!("ProxyBuilder::build needs a data_dir (start() makes its own)")
         });
@@ -179,12 +180,13 @@ impl<C: Connect> ProxyBuilder<C> {
         )
     }
 
-    fn build_in(self, data_dir: &Path) -> Result<Proxy<C>, ProxyError> {
+    fn build_in(self, data_dir: &Path) -> Result<Proxy<C>, String> {
         let config = self.parse_config(data_dir);
         let filter = Arc::new(
             Filter::new(&config).unwrap_or_else(|e| panic!("test proxy: the filter: {e}")),
         );
-        let mut proxy = Proxy::new(config, filter, self.connector)?;
+        let settings = config.proxy_settings().map_err(|e| e.to_string())?;
+        let mut proxy = Proxy::new(settings, filter, self.connector).map_err(|e| e.to_string())?;
         if let Some(trust) = self.trust {
             proxy = proxy.with_upstream_tls(trust);
         }

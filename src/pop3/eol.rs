@@ -1,6 +1,8 @@
-//! Line-ending conversion for saved messages: POP3 carries CRLF, maildir files and Unix tools expect LF.
+//! Line ends: POP3 carries CRLF, maildir files and Unix tools expect LF. One [`Eol`] for the client (which line
+//! ends a saved message gets) and the proxy (which line end an inserted header line gets), and the streaming
+//! CRLF → LF conversion.
 
-/// Which line ends a saved message gets.
+/// A line end. As a setting for saved messages the default is [`Eol::Lf`], the maildir convention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Eol {
     /// As on the wire: CRLF (after un-stuffing).
@@ -8,6 +10,23 @@ pub enum Eol {
     /// CRLF becomes LF (the maildir convention; fetchmail and getmail do the same). A lone CR is kept.
     #[default]
     Lf,
+}
+
+impl Eol {
+    /// The ending of the first line of `data` (CRLF when there is none: the wire form).
+    pub fn detect(data: &[u8]) -> Eol {
+        match data.iter().position(|&b| b == b'\n') {
+            Some(i) if i == 0 || data[i - 1] != b'\r' => Eol::Lf,
+            _ => Eol::Crlf,
+        }
+    }
+
+    pub fn bytes(self) -> &'static [u8] {
+        match self {
+            Eol::Crlf => b"\r\n",
+            Eol::Lf => b"\n",
+        }
+    }
 }
 
 /// Streaming CRLF → LF: a CR at the end of one chunk waits to see whether the next chunk starts with LF.
@@ -66,6 +85,15 @@ mod tests {
             i += 1;
         }
         out
+    }
+
+    #[test]
+    fn detect_reads_the_first_line_end() {
+        assert_eq!(Eol::detect(b"a\r\nb\n"), Eol::Crlf);
+        assert_eq!(Eol::detect(b"a\nb\r\n"), Eol::Lf);
+        assert_eq!(Eol::detect(b"\n"), Eol::Lf);
+        assert_eq!(Eol::detect(b"no end"), Eol::Crlf);
+        assert_eq!(Eol::Lf.bytes(), b"\n");
     }
 
     #[test]
