@@ -138,7 +138,7 @@ fn untag(msg: &[u8]) -> Vec<u8> {
 /// The proxy in this process, in front of `upstream`, until the test ends.
 async fn start_proxy(data: &Path, upstream: SocketAddr, extra: &str) -> SocketAddr {
     let config = Arc::new(Config::parse(&config_text(data, upstream, extra)).unwrap());
-    let filter = Arc::new(Filter::new(&config).unwrap());
+    let filter = Arc::new(Filter::new(&config.filter_settings()).unwrap());
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(proxy::run(listener, config, filter, std::future::pending()));
@@ -515,14 +515,14 @@ async fn sigkill_mid_session_deletes_nothing_and_state_loads_at_restart() {
         await_disconnects(&dv, base).await;
         assert_untouched(&dv, &all, "proxy killed mid-session");
 
-        let user_dir = popguard::store::user_dir(&data, USER);
+        let user_dir = popguard::fsutil::user_dir(&data, USER);
         let files: Vec<String> = std::fs::read_dir(&user_dir)
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert!(files.iter().any(|f| f == "tokens.db"), "{files:?}");
-        let db = popguard::store::tokens::TokenDb::open(&user_dir.join("tokens.db"))
+        let db = popguard::filter::bayes::store::TokenDb::open(&user_dir.join("tokens.db"))
             .unwrap_or_else(|e| panic!("the token DB does not load after SIGKILL: {e}"));
         assert_eq!(
             (db.nham(), db.nspam()),

@@ -112,7 +112,7 @@ async fn start_proxy(
 ) -> RunningProxy {
     let data = tempfile::tempdir().unwrap();
     let config = proxy_config(data.path(), upstream, tls, ca, action);
-    let filter = Arc::new(Filter::new(&config).unwrap());
+    let filter = Arc::new(Filter::new(&config.filter_settings()).unwrap());
     let mut p = Proxy::new(config, filter, TcpConnect).unwrap();
     if !real_filter {
         p = p.with_scorer(fixture_verdict);
@@ -514,7 +514,7 @@ async fn real_filter_hides_exactly_what_it_calls_spam() {
         let px = start_proxy(&dv.addr().to_string(), "none", None, "hide", true).await;
         let data = tempfile::tempdir().unwrap();
         let config = proxy_config(data.path(), "127.0.0.1:1", "none", None, "hide");
-        let filter = Filter::new(&config).unwrap();
+        let filter = Filter::new(&config.filter_settings()).unwrap();
         let mut visible = Vec::new();
         for m in &all {
             // What Dovecot sends: CRLF line ends and a final line end.

@@ -915,7 +915,7 @@ async fn a_slow_first_scan_answers_within_the_budget_and_defers_the_rest() {
             "scan_budget = 1\ndelete_hidden = true\n",
         );
         let calls = Arc::new(AtomicUsize::new(0));
-        let filter = Arc::new(popguard::filter::Filter::new(&config).unwrap());
+        let filter = Arc::new(popguard::filter::Filter::new(&config.filter_settings()).unwrap());
         let counted = calls.clone();
         let p = Arc::new(
             popguard::proxy::Proxy::new(config, filter, fake.clone())

@@ -256,7 +256,7 @@ async fn per_user_data_files_are_owner_only() {
             dv.addr()
         );
         let config = Arc::new(Config::parse(&text).unwrap());
-        let filter = Arc::new(Filter::new(&config).unwrap());
+        let filter = Arc::new(Filter::new(&config.filter_settings()).unwrap());
         let p = Proxy::new(config, filter, TcpConnect).unwrap().with_scorer(fixture_verdict);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -268,7 +268,7 @@ async fn per_user_data_files_are_owner_only() {
         assert!(stat.text.starts_with("3 "), "STAT: {stat}");
         assert!(cmd(&mut s, "QUIT").await.is_ok());
 
-        let user_dir = popguard::store::user_dir(&data, USER);
+        let user_dir = popguard::fsutil::user_dir(&data, USER);
         let mut files = Vec::new();
         all_files(&user_dir, &mut files);
         assert!(files.iter().any(|f| f == "tokens.db"), "{files:?}");
@@ -307,7 +307,7 @@ async fn failed_login_is_never_answered_faster_than_by_the_upstream() {
             dir.path().join("data").to_str().unwrap()
         );
         let config = Arc::new(Config::parse(&text).unwrap());
-        let filter = Arc::new(Filter::new(&config).unwrap());
+        let filter = Arc::new(Filter::new(&config.filter_settings()).unwrap());
         let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let px = pl.local_addr().unwrap();
         tokio::spawn(proxy::run(pl, config, filter, std::future::pending()));

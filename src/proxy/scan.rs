@@ -43,7 +43,13 @@ pub enum Scorer {
 impl Scorer {
     pub async fn score(&self, user: Option<&str>, message: &[u8]) -> Verdict {
         match self {
-            Scorer::Filter(f) => f.score(user, message, &ScoreOptions::default()).await,
+            Scorer::Filter(f) => {
+                let verdict = f.score(user, message, &ScoreOptions::default()).await;
+                if let Err(e) = f.autolearn() {
+                    tracing::warn!("bayes: auto-learned messages not saved: {e}");
+                }
+                verdict
+            }
             Scorer::Func(f) => f(user, message),
         }
     }

@@ -393,7 +393,7 @@ pub fn proxy_unshared<C: Connect>(
     connector: C,
     calls: Arc<AtomicUsize>,
 ) -> Proxy<C> {
-    let filter = Arc::new(Filter::new(&config).unwrap());
+    let filter = Arc::new(Filter::new(&config.filter_settings()).unwrap());
     Proxy::new(config, filter, connector)
         .unwrap()
         .with_scorer(move |_user, bytes| {

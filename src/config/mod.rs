@@ -1,7 +1,10 @@
 //! The configuration file (`popguard.toml`): one struct per section, every key optional with a sane default.
 //!
 //! Each section's type lives beside the code it configures; this module composes them and loads the file.
-//! Every key is documented in `popguard.example.toml` and the README.
+//! Every key is documented in `popguard.example.toml` and the README. The settings each layer is built from are
+//! resolved from it here: `filter` (this directory) for the spam filter.
+
+mod filter;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,7 +50,7 @@ pub struct UserConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]
