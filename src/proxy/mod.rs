@@ -244,20 +244,33 @@ impl ProxyConfig {
     }
 }
 
-/// Why the proxy cannot start; each message says what to change.
+/// Why the proxy cannot start; each message says what to change. Causes are part of the messages, not `source`s,
+/// so `{e:#}` chains print each once.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("proxy configuration: {0}")]
     Config(String),
     #[error("TLS setup: {0}")]
-    Tls(#[from] TlsError),
+    Tls(TlsError),
     #[error(
         "refusing to listen on {0} without client TLS: passwords would cross the network in clear. Listen on \
          127.0.0.1, set proxy.tls_cert and proxy.tls_key, or set proxy.allow_non_loopback = true on a trusted network"
     )]
     NonLoopback(SocketAddr),
     #[error("listener: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<TlsError> for ProxyError {
+    fn from(e: TlsError) -> Self {
+        ProxyError::Tls(e)
+    }
+}
+
+impl From<std::io::Error> for ProxyError {
+    fn from(e: std::io::Error) -> Self {
+        ProxyError::Io(e)
+    }
 }
 
 /// Everything sessions share: configuration, filter, routing, TLS settings, and how to reach upstreams.

@@ -38,13 +38,14 @@ pub const MAX_BAD_COMMANDS: u32 = 20;
 /// The pseudo-rule added to a released message's `X-Spam-Status`, so the user sees why spam got through.
 pub const RELEASED_RULE: &str = "USER_RELEASED";
 
+/// Causes are part of the messages, not `source`s, so `{e:#}` chains print each once.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error("client connection: {0}")]
-    Client(#[from] Pop3Error),
+    Client(Pop3Error),
     #[error("the client did not take our reply within {0}s")]
     ClientWriteTimeout(u64),
-    #[error("{0}")]
+    #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error(
         "upstream failed in the middle of a message ({0}); closed the client connection without the terminating \
@@ -52,7 +53,19 @@ enum SessionError {
     )]
     MidBody(UpstreamError),
     #[error("client TLS handshake failed: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(tls::TlsError),
+}
+
+impl From<Pop3Error> for SessionError {
+    fn from(e: Pop3Error) -> Self {
+        SessionError::Client(e)
+    }
+}
+
+impl From<tls::TlsError> for SessionError {
+    fn from(e: tls::TlsError) -> Self {
+        SessionError::Tls(e)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -269,22 +269,15 @@ impl Connect for TcpConnect {
     }
 }
 
+/// Causes are part of the messages, not `source`s, so `{e:#}` chains print each once.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("cannot connect to {target}: {source}")]
-    Connect {
-        target: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot connect to {target}: {cause}")]
+    Connect { target: String, cause: io::Error },
     #[error("connecting to {target} timed out after {secs}s")]
     ConnectTimeout { target: String, secs: u64 },
-    #[error("TLS with {target} failed: {source}")]
-    Tls {
-        target: String,
-        #[source]
-        source: TlsError,
-    },
+    #[error("TLS with {target} failed: {cause}")]
+    Tls { target: String, cause: TlsError },
     #[error("no TLS client configuration (needed for {0}); check ca_file")]
     NoTlsConfig(String),
     #[error("{target} greeted with an error: {greeting}")]
@@ -301,7 +294,13 @@ pub enum UpstreamError {
     #[error("the upstream did not answer within {0}s")]
     Timeout(u64),
     #[error("upstream connection: {0}")]
-    Pop3(#[from] Pop3Error),
+    Pop3(Pop3Error),
+}
+
+impl From<Pop3Error> for UpstreamError {
+    fn from(e: Pop3Error) -> Self {
+        UpstreamError::Pop3(e)
+    }
 }
 
 /// One connection to an upstream POP3 server.
@@ -343,7 +342,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream<T> {
             Ok(Err(source)) => {
                 return Err(UpstreamError::Connect {
                     target: name,
-                    source,
+                    cause: source,
                 });
             }
             Ok(Ok(s)) => s,
@@ -360,7 +359,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream<T> {
                     .await
                     .map_err(|source| UpstreamError::Tls {
                         target: name.clone(),
-                        source,
+                        cause: source,
                     })?
             }
             TlsMode::StartTls => MaybeTls::Plain(tcp),
@@ -396,7 +395,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream<T> {
                 .await
                 .map_err(|source| UpstreamError::Tls {
                     target: name.clone(),
-                    source,
+                    cause: source,
                 })?;
             // A fresh parser after the upgrade: nothing read in clear survives (RFC 2595 §4).
             up.stream = Pop3Stream::new(tls);

@@ -36,12 +36,9 @@ const HASHED_UIDL_LEN: usize = 32;
 pub enum MaildirError {
     #[error("no maildrop at {path}: create it with `mkdir -p {path}/new {path}/cur {path}/tmp`")]
     Missing { path: PathBuf },
-    #[error("cannot read maildrop {path}: {source} (check its permissions)")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the message, not a `source`, so `{e:#}` chains print it once.
+    #[error("cannot read maildrop {path}: {cause} (check its permissions)")]
+    Read { path: PathBuf, cause: io::Error },
 }
 
 /// One message as the session sees it: fixed when the session starts, so message numbers stay stable.
@@ -98,7 +95,7 @@ impl Maildrop {
             Err(source) => {
                 return Err(MaildirError::Read {
                     path: root.to_owned(),
-                    source,
+                    cause: source,
                 });
             }
         }
@@ -108,12 +105,17 @@ impl Maildrop {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(source) => return Err(MaildirError::Read { path: dir, source }),
+                Err(source) => {
+                    return Err(MaildirError::Read {
+                        path: dir,
+                        cause: source,
+                    });
+                }
             };
             for entry in entries {
                 let entry = entry.map_err(|source| MaildirError::Read {
                     path: dir.clone(),
-                    source,
+                    cause: source,
                 })?;
                 // Symlinks are skipped, not followed: a link in a maildrop must not serve a file from elsewhere.
                 let Ok(ft) = entry.file_type() else { continue };
@@ -160,7 +162,12 @@ impl Maildrop {
                     }
                     // Gone between readdir and now (another reader expunged it): not in this session.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(source) => return Err(MaildirError::Read { path, source }),
+                    Err(source) => {
+                        return Err(MaildirError::Read {
+                            path,
+                            cause: source,
+                        });
+                    }
                 },
             };
             let mut uidl = uidl_for(&name);

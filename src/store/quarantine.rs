@@ -113,7 +113,7 @@ impl Quarantine {
         crate::fsutil::create_private_dir_all(&mdir).map_err(|source| StoreError::Io {
             action: "create",
             path: mdir.clone(),
-            source,
+            cause: source,
         })?;
         let p = self.message_path(key);
         crate::fsutil::private_file()
@@ -125,7 +125,7 @@ impl Quarantine {
             .map_err(|source| StoreError::Io {
                 action: "write",
                 path: p.clone(),
-                source,
+                cause: source,
             })
     }
 

@@ -24,21 +24,20 @@ pub const COMPACT_MIN_DEAD: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "cannot {action} {path}: {source} (check the data directory's permissions and free space)"
+        "cannot {action} {path}: {cause} (check the data directory's permissions and free space)"
     )]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
+    move |cause| StoreError::Io {
         action,
         path: path.to_owned(),
-        source,
+        cause,
     }
 }
 
