@@ -79,4 +79,48 @@ mod tests {
         assert_eq!(s.bayes.subject_prefix, "[JUNK]");
         assert_eq!(s.filter.scan_limit, 1000);
     }
+
+    /// The digest's view of the Subject prefix agrees with what the proxy's tagger really writes.
+    #[test]
+    fn a_copy_tagged_by_the_proxy_has_the_digest_of_the_original() {
+        use crate::filter::Class;
+        use crate::filter::bayes::message_digest;
+        use crate::proxy::tag::{self, Eol, TagSettings, TagVerdict};
+
+        let long = "y".repeat(990);
+        let messages = [
+            "From: a@example.org\r\nSubject: cheap pills\r\n\r\nbody\r\n".to_owned(),
+            "From: a@example.org\r\nSubject: =?UTF-8?B?w6ljaGFudGlsbG9u?=\r\n\r\nbody\r\n"
+                .to_owned(),
+            "From: a@example.org\r\n\r\nno subject at all\r\n".to_owned(),
+            format!("From: a@example.org\r\nSubject: {long}\r\n\r\nbody\r\n"),
+        ];
+        let rules = ["BODY_FREE_OFFER".to_owned()];
+        for prefix in ["[SPAM]", "[ПОДОЗР]", "=?odd?="] {
+            let settings = TagSettings {
+                prefix: prefix.to_owned(),
+                mark_ham: true,
+                required: 5.0,
+            };
+            for m in &messages {
+                let m = m.as_bytes();
+                let verdict = TagVerdict {
+                    class: Class::Spam,
+                    score: 9.0,
+                    rules: &rules,
+                };
+                let end = tag::head_end(m, tag::MAX_TAG_HEADER, true);
+                let plan = tag::plan(m, end, tag::MAX_TAG_HEADER, verdict, &settings, Eol::Crlf);
+                let mut tagged = Vec::new();
+                plan.apply(m, &mut tagged);
+                assert_ne!(tagged, m);
+                assert_eq!(
+                    message_digest(&tagged, prefix),
+                    message_digest(m, prefix),
+                    "prefix {prefix}: {}",
+                    String::from_utf8_lossy(&tagged)
+                );
+            }
+        }
+    }
 }
