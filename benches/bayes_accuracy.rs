@@ -21,8 +21,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use popguard::config::Config;
+use popguard::filter::bayes::store::{Label, PrunePolicy, TokenDb, TokenWriter};
 use popguard::filter::bayes::{BayesScorer, Engine, TrainClass, Trainer};
-use popguard::store::tokens::{Label, PrunePolicy, TokenDb, TokenWriter};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -357,7 +357,7 @@ fn evaluate(
     // Ours: read + tokenize + count + crash-safe write, timed as a whole.
     let mut ours = Run::default();
     let t0 = Clock::start(false);
-    let mut trainer = Trainer::open(&cfg, None).expect("open store");
+    let mut trainer = Trainer::open(&cfg.bayes_settings(), None).expect("open store");
     for m in train {
         let Ok(bytes) = std::fs::read(&m.path) else {
             continue;
@@ -388,7 +388,7 @@ fn evaluate(
             continue;
         }
         cfg.bayes.engine = engine;
-        let scorer = BayesScorer::new(&cfg).expect("scorer");
+        let scorer = BayesScorer::new(&cfg.bayes_settings()).expect("scorer");
         let t0 = Clock::start(false);
         for m in test {
             let Ok(bytes) = std::fs::read(&m.path) else {
@@ -918,7 +918,7 @@ fn explain(cfg: &Config, msgs: &[Msg], files: &[PathBuf]) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut cfg = cfg.clone();
     cfg.data_dir = Some(tmp.path().to_owned());
-    let mut trainer = Trainer::open(&cfg, None).expect("open store");
+    let mut trainer = Trainer::open(&cfg.bayes_settings(), None).expect("open store");
     for m in msgs.iter().filter(|m| {
         !files
             .iter()
@@ -936,7 +936,7 @@ fn explain(cfg: &Config, msgs: &[Msg], files: &[PathBuf]) {
     }
     trainer.commit().expect("commit");
     drop(trainer);
-    let scorer = BayesScorer::new(&cfg).expect("scorer");
+    let scorer = BayesScorer::new(&cfg.bayes_settings()).expect("scorer");
     for f in files {
         let Ok(bytes) = std::fs::read(f) else {
             println!("{}: unreadable", f.display());

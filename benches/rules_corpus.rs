@@ -108,7 +108,7 @@ fn main() -> ExitCode {
     if let Some(r) = &args.rules {
         config.rules.dir = Some(r.clone());
     }
-    let filter = match Filter::new(&config) {
+    let filter = match Filter::new(&config.filter_settings()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("cannot build the filter: {e}");

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod config;
 pub mod filter;
+pub mod fsutil;
 pub mod listener;
 pub mod message;
 pub mod pop3;

@@ -55,13 +55,14 @@ impl fmt::Display for TlsMode {
     }
 }
 
-/// What went wrong with TLS, worded so the user knows what to fix.
+/// What went wrong with TLS, worded so the user knows what to fix. Causes are part of the messages, not `source`s,
+/// so `{e:#}` chains print each once.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("unknown TLS mode {0:?}: use none, implicit or starttls")]
     BadMode(String),
-    #[error("cannot read {path}: {source}")]
-    ReadFile { path: PathBuf, source: io::Error },
+    #[error("cannot read {path}: {cause}")]
+    ReadFile { path: PathBuf, cause: io::Error },
     #[error("{path}: no PEM {what} found ({detail}); give a PEM file")]
     Pem {
         path: PathBuf,
@@ -74,7 +75,7 @@ pub enum TlsError {
     )]
     NoTrustAnchors,
     #[error("TLS configuration rejected: {0}")]
-    Config(#[source] rustls::Error),
+    Config(rustls::Error),
     #[error("{0:?} is not a valid server name for TLS (use the name in the server's certificate)")]
     BadServerName(String),
     #[error("certificate of {host} rejected: {reason}")]
@@ -201,7 +202,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
     let certs = read_certs(cert)?;
     let key_pem = std::fs::read(key).map_err(|source| TlsError::ReadFile {
         path: key.to_owned(),
-        source,
+        cause: source,
     })?;
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
         path: key.to_owned(),
@@ -220,7 +221,7 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = std::fs::read(path).map_err(|source| TlsError::ReadFile {
         path: path.to_owned(),
-        source,
+        cause: source,
     })?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()

@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(&file, data).expect("write rule file");
     let mut config = Config::default();
     config.rules.dir = Some(dir().clone());
-    match RuleEngine::check(&config) {
+    match RuleEngine::check(&config.rules_settings()) {
         Ok(summary) => {
             let _ = format!("{summary:?}");
         }

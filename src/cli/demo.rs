@@ -276,10 +276,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             TrainClass::Ham
         };
-        bayes::train_message(&config, DEMO_USER, &text, class, false)
+        bayes::train_message(&config.bayes_settings(), DEMO_USER, &text, class, false)
             .with_context(|| format!("training the demo model on {}", path.display()))?;
     }
-    let filter = Filter::new(&config).context("loading the filter")?;
+    let filter = Filter::new(&config.filter_settings()).context("loading the filter")?;
 
     let spam = SAMPLES.iter().filter(|s| s.1).count();
     let me = program_name();

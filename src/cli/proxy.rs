@@ -47,7 +47,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         p.action = a.parse::<Action>().map_err(anyhow::Error::msg)?;
     }
     let listen = p.listen.clone();
-    let filter = Filter::new(&config).context("loading the filter")?;
+    let filter = Filter::new(&config.filter_settings()).context("loading the filter")?;
     let listener = popguard::listener::bind(&listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;

@@ -112,8 +112,13 @@ fn release(a: ReleaseArgs) -> anyhow::Result<ExitCode> {
     // The user's correction: the bytes that were scored, trained as ham (moved out of spam if autolearn put
     // them there).
     let trained = match (&released.prefix, config.bayes.train_on_release) {
-        (Some(bytes), true) => match train_message(&config, &a.user, bytes, TrainClass::Ham, false)
-        {
+        (Some(bytes), true) => match train_message(
+            &config.bayes_settings(),
+            &a.user,
+            bytes,
+            TrainClass::Ham,
+            false,
+        ) {
             Ok(outcome) => Some(format!("{outcome:?}")),
             Err(e) => {
                 eprintln!("warning: could not train the released message as ham: {e}");

@@ -37,7 +37,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             if let Some(d) = dir {
                 config.rules.dir = Some(d);
             }
-            match RuleEngine::check(&config) {
+            match RuleEngine::check(&config.rules_settings()) {
                 Ok(s) => {
                     let users: Vec<String> = s
                         .user_files
@@ -71,7 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Command::List { common } => {
             let config = common.load()?;
-            let engine = RuleEngine::load(&config)?;
+            let engine = RuleEngine::load(&config.rules_settings())?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let written: std::io::Result<()> = engine.list().iter().try_for_each(|r| {
                 writeln!(

@@ -82,7 +82,7 @@ async fn score_all(args: &Args) -> anyhow::Result<ExitCode> {
         config.dnsbl.nameservers = vec![ns];
     }
     let ctx = Arc::new(Context {
-        filter: Filter::new(&config)?,
+        filter: Filter::new(&config.filter_settings())?,
         proxy: config.proxy.clone(),
         user: args.user.clone(),
         opts: ScoreOptions {
@@ -230,9 +230,14 @@ impl Context {
         let scan_limit = self.filter.config().scan_limit;
         // The same prefix the proxy's first scan scores (`scan_lines` may cut it shorter than the limit).
         let prefix = popguard::proxy::scanned_prefix(message, &self.proxy, scan_limit + 1);
-        self.filter
+        let verdict = self
+            .filter
             .score(self.user.as_deref(), prefix, &self.opts)
-            .await
+            .await;
+        if let Err(e) = self.filter.autolearn() {
+            tracing::warn!("bayes: auto-learned messages not saved: {e}");
+        }
+        verdict
     }
 }
 

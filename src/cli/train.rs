@@ -72,7 +72,7 @@ fn train(args: &Args, config: &popguard::config::Config) -> anyhow::Result<ExitC
     let user = args.user.as_deref();
     let who = user.map_or_else(|| "the global model".to_owned(), |u| format!("user {u}"));
     let path = model_path(&config.data_dir(), user);
-    let mut trainer = Trainer::open(config, user)
+    let mut trainer = Trainer::open(&config.bayes_settings(), user)
         .with_context(|| format!("cannot open the model of {who} at {}", path.display()))?;
     if args.prune {
         trainer.prune();

@@ -80,25 +80,16 @@ impl UidlState {
             .into_iter()
             .filter(|l| l.split_once('\t').is_some_and(|(a, _)| a != self.account))
             .collect();
-        let tmp = self.path.with_extension("tmp");
-        {
-            let mut f = private_options().write(true).truncate(true).open(&tmp)?;
-            let mut out = String::new();
-            for line in others {
-                out.push_str(&line);
-                out.push('\n');
-            }
-            for uid in &self.seen {
-                out.push_str(&format!("{}\t{}\n", self.account, uid));
-            }
-            f.write_all(out.as_bytes())?;
-            f.sync_all()?;
+        let mut out = String::new();
+        for line in others {
+            out.push_str(&line);
+            out.push('\n');
         }
-        std::fs::rename(&tmp, &self.path)?;
+        for uid in &self.seen {
+            out.push_str(&format!("{}\t{}\n", self.account, uid));
+        }
+        crate::fsutil::write_atomic(&self.path, out.as_bytes())?;
         self.torn_at = None;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
         Ok(())
     }
 }

@@ -1,7 +1,10 @@
 //! The configuration file (`popguard.toml`): one struct per section, every key optional with a sane default.
 //!
 //! Each section's type lives beside the code it configures; this module composes them and loads the file.
-//! Every key is documented in `popguard.example.toml` and the README.
+//! Every key is documented in `popguard.example.toml` and the README. The settings each layer is built from are
+//! resolved from it here: `filter` (this directory) for the spam filter.
+
+mod filter;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,11 +52,11 @@ pub struct UserConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    // The cause is part of the message, not a `source`, so `{e:#}` chains print it once.
+    #[error("cannot read config file {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
@@ -67,9 +70,9 @@ impl Config {
         match path {
             None => Ok(Config::default()),
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(p).map_err(|cause| ConfigError::Read {
                     path: p.to_owned(),
-                    source,
+                    cause,
                 })?;
                 Config::parse(&text).map_err(|message| ConfigError::Parse {
                     path: p.to_owned(),
@@ -115,6 +118,20 @@ mod tests {
             c.filter.spam_threshold,
             crate::filter::DEFAULT_SPAM_THRESHOLD
         );
+    }
+
+    #[test]
+    fn a_missing_config_file_names_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::load(Some(&dir.path().join("nope.toml"))).unwrap_err();
+        // Formatted exactly as `main` prints errors: the anyhow chain with `{:#}`.
+        let shown = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(
+            shown.matches("No such file or directory").count(),
+            1,
+            "{shown}"
+        );
+        assert!(shown.contains("nope.toml"), "{shown}");
     }
 
     #[test]

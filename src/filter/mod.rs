@@ -1,5 +1,8 @@
 //! The spam filter: rules, Bayes and DNS blocklists combined into one verdict. Bytes in, verdict out; no sockets
 //! except the DNS resolver behind `dnsbl`.
+//!
+//! It knows nothing of the proxy or the config file: [`FilterSettings`] holds everything it needs, resolved by the
+//! config layer (`Config::filter_settings`), so it can be built, tested and fuzzed on its own.
 
 pub mod bayes;
 pub mod dnsbl;
@@ -10,7 +13,6 @@ use serde::Deserialize;
 
 pub use verdict::{Class, Hit, Verdict};
 
-use crate::config::Config;
 use crate::message::MessageView;
 
 /// Default score at or above which a message is spam (SpamAssassin's familiar 5.0).
@@ -39,6 +41,16 @@ impl Default for FilterConfig {
             scan_limit: DEFAULT_SCAN_LIMIT,
         }
     }
+}
+
+/// Everything the filter is built from.
+#[derive(Debug, Clone)]
+pub struct FilterSettings {
+    /// `[filter]`: thresholds and the scan limit.
+    pub filter: FilterConfig,
+    pub rules: rules::RulesSettings,
+    pub bayes: bayes::BayesSettings,
+    pub dnsbl: dnsbl::DnsblSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,24 +92,18 @@ pub struct Filter {
 
 impl Filter {
     /// Loads rules, opens the Bayes stores lazily, sets up the resolver. Errors name the file and line at fault.
-    pub fn new(config: &Config) -> Result<Filter, FilterError> {
-        let dnsbl = if config.dnsbl.enabled {
-            Some(dnsbl::Dnsbl::new(&config.dnsbl)?)
+    pub fn new(settings: &FilterSettings) -> Result<Filter, FilterError> {
+        let dnsbl = if settings.dnsbl.config.enabled {
+            Some(dnsbl::Dnsbl::new(&settings.dnsbl.config)?)
         } else {
             None
         };
-        let dnsbl_disabled_users = config
-            .users
-            .iter()
-            .filter(|(_, u)| u.dnsbl == Some(false))
-            .map(|(name, _)| name.clone())
-            .collect();
         Ok(Filter {
-            config: config.filter.clone(),
-            rules: rules::RuleEngine::load(config)?,
-            bayes: bayes::BayesScorer::new(config)?,
+            config: settings.filter.clone(),
+            rules: rules::RuleEngine::load(&settings.rules)?,
+            bayes: bayes::BayesScorer::new(&settings.bayes)?,
             dnsbl,
-            dnsbl_disabled_users,
+            dnsbl_disabled_users: settings.dnsbl.disabled_users.clone(),
         })
     }
 
@@ -105,7 +111,15 @@ impl Filter {
         &self.config
     }
 
-    /// Scores the first `scan_limit` bytes of `message` for `user` (None: global rules and model only).
+    /// Writes what scoring queued for auto-learning once a model has a full batch (see
+    /// [`bayes::BayesScorer::learn_pending`]): blocking file work, to run after scoring, off the async workers.
+    /// Returns the messages learned.
+    pub fn autolearn(&self) -> Result<usize, FilterError> {
+        Ok(self.bayes.learn_pending()?)
+    }
+
+    /// Scores the first `scan_limit` bytes of `message` for `user` (None: global rules and model only). Never
+    /// writes: auto-learning is queued for [`Filter::autolearn`].
     pub async fn score(&self, user: Option<&str>, message: &[u8], opts: &ScoreOptions) -> Verdict {
         let truncated = message.len() > self.config.scan_limit;
         let message = &message[..message.len().min(self.config.scan_limit)];

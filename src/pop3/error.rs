@@ -7,10 +7,12 @@ use crate::tls::TlsError;
 
 /// A failure of the connection or of its framing. Parse errors of single commands are not here: they are
 /// [`super::CommandError`]s that the session answers with `-ERR` and survives.
+///
+/// Causes are part of the messages, not `source`s, so `{e:#}` chains print each once.
 #[derive(Debug, thiserror::Error)]
 pub enum Pop3Error {
     #[error("I/O error on the POP3 connection: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
 
     #[error("the peer closed the connection")]
     Closed,
@@ -27,7 +29,7 @@ pub enum Pop3Error {
     LineTooLong { limit: usize, resynced: bool },
 
     #[error("malformed response from the server: {0}")]
-    Response(#[from] ResponseError),
+    Response(ResponseError),
 
     #[error(
         "multi-line response larger than the {limit}-octet limit (it was read to its end and dropped)"
@@ -57,4 +59,16 @@ pub enum Pop3Error {
         command: &'static str,
         response: Response,
     },
+}
+
+impl From<std::io::Error> for Pop3Error {
+    fn from(e: std::io::Error) -> Self {
+        Pop3Error::Io(e)
+    }
+}
+
+impl From<ResponseError> for Pop3Error {
+    fn from(e: ResponseError) -> Self {
+        Pop3Error::Response(e)
+    }
 }

@@ -60,7 +60,17 @@ impl Scorer {
                 // The filter's DNS lookups are async: this blocking thread drives them, the runtime's reactor
                 // serves them.
                 Scorer::Filter(f) => {
-                    handle.block_on(f.score(user.as_deref(), &message, &ScoreOptions::default()))
+                    let verdict = handle.block_on(f.score(
+                        user.as_deref(),
+                        &message,
+                        &ScoreOptions::default(),
+                    ));
+                    // Auto-learning rewrites and fsyncs a token file: here, on the blocking thread, never on an
+                    // async worker.
+                    if let Err(e) = f.autolearn() {
+                        tracing::warn!("bayes: auto-learned messages not saved: {e}");
+                    }
+                    verdict
                 }
                 Scorer::Func(f) => f(user.as_deref(), &message),
             }

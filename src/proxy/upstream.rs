@@ -263,22 +263,15 @@ impl Connect for TcpConnect {
     }
 }
 
+/// Causes are part of the messages, not `source`s, so `{e:#}` chains print each once.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("cannot connect to {target}: {source}")]
-    Connect {
-        target: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot connect to {target}: {cause}")]
+    Connect { target: String, cause: io::Error },
     #[error("connecting to {target} timed out after {secs}s")]
     ConnectTimeout { target: String, secs: u64 },
-    #[error("TLS with {target} failed: {source}")]
-    Tls {
-        target: String,
-        #[source]
-        source: TlsError,
-    },
+    #[error("TLS with {target} failed: {cause}")]
+    Tls { target: String, cause: TlsError },
     #[error("no TLS client configuration (needed for {0}); check ca_file")]
     NoTlsConfig(String),
     #[error("{target} greeted with an error: {greeting}")]
@@ -295,7 +288,13 @@ pub enum UpstreamError {
     #[error("the upstream did not answer within {0}s")]
     Timeout(u64),
     #[error("upstream connection: {0}")]
-    Pop3(#[from] Pop3Error),
+    Pop3(Pop3Error),
+}
+
+impl From<Pop3Error> for UpstreamError {
+    fn from(e: Pop3Error) -> Self {
+        UpstreamError::Pop3(e)
+    }
 }
 
 /// The proxy's reading of a wire failure: a step over its budget is [`UpstreamError::Timeout`].
@@ -345,7 +344,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream<T> {
         };
         let tls_failed = |source| UpstreamError::Tls {
             target: name.clone(),
-            source,
+            cause: source,
         };
         let tcp = connector.connect(&target.host, target.port);
         let mut conn = match connection::dial(tcp, implicit, connect_timeout, timeout).await {
@@ -357,7 +356,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Upstream<T> {
             Err(Pop3Error::Connect(source)) => {
                 return Err(UpstreamError::Connect {
                     target: name,
-                    source,
+                    cause: source,
                 });
             }
             Err(Pop3Error::Tls(source)) => return Err(tls_failed(source)),

@@ -35,12 +35,19 @@ const LISTING_PIECE: usize = 16 * 1024;
 pub enum ConnError {
     #[error(transparent)]
     Pop3(#[from] Pop3Error),
+    // The cause is part of the message, not a `source`, so `{e:#}` chains print it once.
     #[error("TLS: {0}")]
-    Tls(#[from] tls::TlsError),
+    Tls(tls::TlsError),
     #[error("client idle or not reading for longer than the inactivity timer")]
     Timeout,
     #[error("cannot read message file {path}: {error}")]
     File { path: PathBuf, error: String },
+}
+
+impl From<tls::TlsError> for ConnError {
+    fn from(e: tls::TlsError) -> Self {
+        ConnError::Tls(e)
+    }
 }
 
 /// Serves one accepted TCP connection to its end; errors are logged, never propagated.

@@ -42,12 +42,9 @@ const HASHED_UIDL_LEN: usize = 32;
 pub enum MaildirError {
     #[error("no maildrop at {path}: create it with `mkdir -p {path}/new {path}/cur {path}/tmp`")]
     Missing { path: PathBuf },
-    #[error("cannot read maildrop {path}: {source} (check its permissions)")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the message, not a `source`, so `{e:#}` chains print it once.
+    #[error("cannot read maildrop {path}: {cause} (check its permissions)")]
+    Read { path: PathBuf, cause: io::Error },
 }
 
 /// One message as the session sees it: fixed when the session starts, so message numbers stay stable.
@@ -185,7 +182,7 @@ impl Maildrop {
             Err(source) => {
                 return Err(MaildirError::Read {
                     path: root.to_owned(),
-                    source,
+                    cause: source,
                 });
             }
         }
@@ -197,7 +194,7 @@ impl Maildrop {
         )
         .map_err(|e| MaildirError::Read {
             path: root.to_owned(),
-            source: e.into(),
+            cause: e.into(),
         })?;
         let mut files = Vec::new();
         let mut dirs = Vec::with_capacity(2);
@@ -217,18 +214,18 @@ impl Maildrop {
                 Err(e) => {
                     return Err(MaildirError::Read {
                         path: dir,
-                        source: e.into(),
+                        cause: e.into(),
                     });
                 }
             };
             let entries = Dir::read_from(&*dir_fd).map_err(|e| MaildirError::Read {
                 path: dir.clone(),
-                source: e.into(),
+                cause: e.into(),
             })?;
             for entry in entries {
                 let entry = entry.map_err(|e| MaildirError::Read {
                     path: dir.clone(),
-                    source: e.into(),
+                    cause: e.into(),
                 })?;
                 let Ok(name) = entry.file_name().to_str() else {
                     // Maildir names are ASCII by construction; anything else is not a delivered message.
@@ -286,7 +283,7 @@ impl Maildrop {
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) if e.raw_os_error() == Some(Errno::LOOP.raw_os_error()) => continue,
                     Err(e) if e.kind() == io::ErrorKind::Other => continue,
-                    Err(source) => return Err(MaildirError::Read { path, source }),
+                    Err(cause) => return Err(MaildirError::Read { path, cause }),
                 },
             };
             let mut uidl = uidl_for(&name);

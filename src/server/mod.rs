@@ -81,8 +81,9 @@ impl ServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    // The cause is part of the message, not a `source`, so `{e:#}` chains print it once.
     #[error("cannot read the listening address: {0}")]
-    Listener(#[source] std::io::Error),
+    Listener(std::io::Error),
     #[error("implicit TLS needs a certificate and key (--tls-cert, --tls-key)")]
     ImplicitTlsWithoutCertificate,
 }

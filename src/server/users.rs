@@ -22,11 +22,11 @@ pub const MAX_USER_NAME: usize = 250;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
-    #[error("cannot read users file {path}: {source}")]
+    // The cause is part of the message, not a `source`, so `{e:#}` chains print it once.
+    #[error("cannot read users file {path}: {cause}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("users file {path} is larger than {MAX_USERS_FILE} bytes; is it the right file?")]
     TooLarge { path: PathBuf },
@@ -175,7 +175,7 @@ impl Users {
     pub fn load(path: &Path) -> Result<Users, UsersError> {
         let read = |source| UsersError::Read {
             path: path.to_owned(),
-            source,
+            cause: source,
         };
         let meta = std::fs::metadata(path).map_err(read)?;
         if meta.len() > MAX_USERS_FILE {

@@ -82,7 +82,7 @@ pub struct Quarantine {
 impl Quarantine {
     pub fn open(data_dir: &Path, user: &str) -> Quarantine {
         Quarantine {
-            dir: super::user_dir(data_dir, user),
+            dir: crate::fsutil::user_dir(data_dir, user),
         }
     }
 
@@ -93,7 +93,7 @@ impl Quarantine {
     fn message_path(&self, key: &str) -> PathBuf {
         self.dir
             .join(QUARANTINE_DIR)
-            .join(format!("{}.eml", super::safe_name(key)))
+            .join(format!("{}.eml", crate::fsutil::safe_name(key)))
     }
 
     /// Records newly hidden messages with their scanned prefixes. The prefix files are written first, so a record
@@ -110,13 +110,13 @@ impl Quarantine {
     /// hold them in memory).
     pub fn store_prefix(&self, key: &str, prefix: &[u8]) -> Result<(), StoreError> {
         let mdir = self.dir.join(QUARANTINE_DIR);
-        super::create_private_dir_all(&mdir).map_err(|source| StoreError::Io {
+        crate::fsutil::create_private_dir_all(&mdir).map_err(|source| StoreError::Io {
             action: "create",
             path: mdir.clone(),
-            source,
+            cause: source,
         })?;
         let p = self.message_path(key);
-        super::private_file()
+        crate::fsutil::private_file()
             .write(true)
             .create(true)
             .truncate(true)
@@ -125,7 +125,7 @@ impl Quarantine {
             .map_err(|source| StoreError::Io {
                 action: "write",
                 path: p.clone(),
-                source,
+                cause: source,
             })
     }
 

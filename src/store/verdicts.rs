@@ -24,21 +24,20 @@ pub const COMPACT_MIN_DEAD: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "cannot {action} {path}: {source} (check the data directory's permissions and free space)"
+        "cannot {action} {path}: {cause} (check the data directory's permissions and free space)"
     )]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
+    move |cause| StoreError::Io {
         action,
         path: path.to_owned(),
-        source,
+        cause,
     }
 }
 
@@ -117,7 +116,7 @@ pub struct VerdictStore {
 impl VerdictStore {
     /// Loads the user's cache (an absent file is an empty cache). Damaged lines are skipped and counted.
     pub fn open(data_dir: &Path, user: &str) -> Result<VerdictStore, StoreError> {
-        let dir = super::user_dir(data_dir, user);
+        let dir = crate::fsutil::user_dir(data_dir, user);
         let mut store = VerdictStore {
             dir,
             entries: HashMap::new(),
@@ -201,7 +200,7 @@ impl VerdictStore {
 
     /// Marks `key` released (shown, untagged) from the next session on. Works before or after it was scored.
     pub fn release(data_dir: &Path, user: &str, key: &str) -> Result<(), StoreError> {
-        let dir = super::user_dir(data_dir, user);
+        let dir = crate::fsutil::user_dir(data_dir, user);
         let mut buf = Vec::new();
         journal::encode(
             &Record {
@@ -306,9 +305,9 @@ pub(crate) mod journal {
     struct Lock(#[allow(dead_code)] File);
 
     fn lock(dir: &Path) -> Result<Lock, StoreError> {
-        crate::store::create_private_dir_all(dir).map_err(io("create", dir))?;
+        crate::fsutil::create_private_dir_all(dir).map_err(io("create", dir))?;
         let p = dir.join(LOCK_FILE);
-        let f = crate::store::private_file()
+        let f = crate::fsutil::private_file()
             .create(true)
             .truncate(false)
             .write(true)
@@ -351,7 +350,7 @@ pub(crate) mod journal {
     /// damaged line instead of corrupting the new record.
     pub fn append(dir: &Path, path: &Path, lines: &[u8]) -> Result<(), StoreError> {
         let _lock = lock(dir)?;
-        let mut f = crate::store::private_file()
+        let mut f = crate::fsutil::private_file()
             .create(true)
             .read(true)
             .append(true)
@@ -384,22 +383,7 @@ pub(crate) mod journal {
         let _lock = lock(dir)?;
         let (existing, _) = read(path)?;
         content.extend_from_slice(&keep(&existing));
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = crate::store::private_file()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)
-                .map_err(io("create", &tmp))?;
-            f.write_all(&content).map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("sync", &tmp))?;
-        }
-        std::fs::rename(&tmp, path).map_err(io("rename", path))?;
-        if let Ok(d) = File::open(dir) {
-            // Makes the rename itself durable; not all platforms allow syncing a directory, hence no error.
-            let _ = d.sync_all();
-        }
+        crate::fsutil::write_atomic(path, &content).map_err(io("replace", path))?;
         Ok(())
     }
 
@@ -465,7 +449,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut s = VerdictStore::open(d.path(), "a").unwrap();
         s.insert_many(vec![("u1".into(), v(Class::Spam))]).unwrap();
-        let path = super::super::user_dir(d.path(), "a").join(VERDICTS_FILE);
+        let path = crate::fsutil::user_dir(d.path(), "a").join(VERDICTS_FILE);
         // Simulate a crash in the middle of an append.
         let mut data = std::fs::read(&path).unwrap();
         data.extend_from_slice(b"{\"key\":\"u2\",\"verd");
@@ -485,7 +469,7 @@ mod tests {
     #[test]
     fn garbage_lines_are_ignored() {
         let d = tempfile::tempdir().unwrap();
-        let dir = super::super::user_dir(d.path(), "a");
+        let dir = crate::fsutil::user_dir(d.path(), "a");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join(VERDICTS_FILE),
@@ -534,7 +518,7 @@ mod tests {
         assert!(s.get("u1").unwrap().released);
         assert!(s.get("u2").unwrap().released);
         assert!(!s.get("u3").unwrap().released);
-        let path = super::super::user_dir(d.path(), "a").join(VERDICTS_FILE);
+        let path = crate::fsutil::user_dir(d.path(), "a").join(VERDICTS_FILE);
         let lines = std::fs::read_to_string(path).unwrap().lines().count();
         assert!(lines <= 4, "{lines} lines after compaction");
     }

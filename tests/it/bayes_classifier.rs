@@ -4,11 +4,11 @@
 use std::path::Path;
 
 use popguard::config::Config;
+use popguard::filter::bayes::store::TokenDb;
 use popguard::filter::bayes::{
     self, BayesScorer, Engine, TrainClass, TrainOutcome, Trainer, model_path, train_message,
 };
 use popguard::filter::{Filter, ScoreOptions};
-use popguard::store::tokens::TokenDb;
 
 const SPAM_LINES: &[&str] = &[
     "Get rich quick with our guaranteed money making system",
@@ -64,7 +64,7 @@ fn config(dir: &Path) -> Config {
 }
 
 fn train_corpus(cfg: &Config, user: Option<&str>, n: usize) {
-    let mut t = Trainer::open(cfg, user).unwrap();
+    let mut t = Trainer::open(&cfg.bayes_settings(), user).unwrap();
     for i in 0..n {
         assert_eq!(
             t.train(&spam(i), TrainClass::Spam, false).unwrap(),
@@ -85,7 +85,7 @@ fn both_engines_separate_unseen_messages() {
     train_corpus(&cfg, Some("alice"), 40);
     for engine in [Engine::Robinson, Engine::Bayespam] {
         cfg.bayes.engine = engine;
-        let scorer = BayesScorer::new(&cfg).unwrap();
+        let scorer = BayesScorer::new(&cfg.bayes_settings()).unwrap();
         let mut worst_spam: f64 = 1.0;
         let mut worst_ham: f64 = 0.0;
         for i in 1000..1030 {
@@ -112,7 +112,7 @@ async fn filter_verdict_carries_bayes_probability_bands_and_evidence() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     train_corpus(&cfg, Some("alice"), 30);
-    let filter = Filter::new(&cfg).unwrap();
+    let filter = Filter::new(&cfg.filter_settings()).unwrap();
     let opts = ScoreOptions {
         network: false,
         explain: true,
@@ -153,7 +153,7 @@ fn untrained_users_get_no_bayes_opinion() {
     let mut cfg = config(dir.path());
     cfg.bayes.fallback_to_global = false;
     train_corpus(&cfg, Some("alice"), 3); // below min_spam/min_ham
-    let scorer = BayesScorer::new(&cfg).unwrap();
+    let scorer = BayesScorer::new(&cfg.bayes_settings()).unwrap();
     assert!(
         scorer
             .score(Some("alice"), &spam(1), false)
@@ -172,7 +172,7 @@ fn untrained_users_get_no_bayes_opinion() {
 fn a_running_scorer_sees_training_done_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
-    let scorer = BayesScorer::new(&cfg).unwrap();
+    let scorer = BayesScorer::new(&cfg.bayes_settings()).unwrap();
     assert!(
         scorer
             .score(Some("carol"), &spam(1), false)
@@ -191,7 +191,14 @@ fn a_running_scorer_sees_training_done_elsewhere() {
         .unwrap()
         .nham();
     assert_eq!(
-        train_message(&cfg, "carol", &spam(77), TrainClass::Ham, false).unwrap(),
+        train_message(
+            &cfg.bayes_settings(),
+            "carol",
+            &spam(77),
+            TrainClass::Ham,
+            false
+        )
+        .unwrap(),
         TrainOutcome::Trained
     );
     let after = scorer
@@ -207,20 +214,27 @@ fn quarantine_release_correction_moves_a_message() {
     let cfg = config(dir.path());
     let m = spam(3);
     assert_eq!(
-        train_message(&cfg, "dave", &m, TrainClass::Spam, false).unwrap(),
+        train_message(&cfg.bayes_settings(), "dave", &m, TrainClass::Spam, false).unwrap(),
         TrainOutcome::Trained
     );
     // The copy the proxy handed out carried our X-Spam headers and CRLFs; it is still the same message.
     let mut tagged = b"X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=9.9\r\n".to_vec();
     tagged.extend_from_slice(&m);
     assert_eq!(
-        train_message(&cfg, "dave", &tagged, TrainClass::Ham, false).unwrap(),
+        train_message(
+            &cfg.bayes_settings(),
+            "dave",
+            &tagged,
+            TrainClass::Ham,
+            false
+        )
+        .unwrap(),
         TrainOutcome::Retrained
     );
     let db = TokenDb::open(&model_path(dir.path(), Some("dave"))).unwrap();
     assert_eq!((db.nspam(), db.nham()), (0, 1));
     assert_eq!(
-        train_message(&cfg, "dave", &m, TrainClass::Ham, false).unwrap(),
+        train_message(&cfg.bayes_settings(), "dave", &m, TrainClass::Ham, false).unwrap(),
         TrainOutcome::AlreadyTrained
     );
 }

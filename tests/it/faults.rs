@@ -491,14 +491,14 @@ async fn sigkill_mid_session_deletes_nothing_and_state_loads_at_restart() {
         await_disconnects(&dv, base).await;
         assert_untouched(&dv, &all, "proxy killed mid-session");
 
-        let user_dir = popguard::store::user_dir(&data, USER);
+        let user_dir = popguard::fsutil::user_dir(&data, USER);
         let files: Vec<String> = std::fs::read_dir(&user_dir)
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert!(files.iter().any(|f| f == "tokens.db"), "{files:?}");
-        let db = popguard::store::tokens::TokenDb::open(&user_dir.join("tokens.db"))
+        let db = popguard::filter::bayes::store::TokenDb::open(&user_dir.join("tokens.db"))
             .unwrap_or_else(|e| panic!("the token DB does not load after SIGKILL: {e}"));
         assert_eq!(
             (db.nham(), db.nspam()),

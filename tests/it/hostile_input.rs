@@ -579,7 +579,7 @@ fn load_rule(pattern: &str, target: &str) -> (tempfile::TempDir, Result<RuleEngi
     std::fs::write(dir.path().join("hostile.toml"), text).expect("write rule file");
     let mut config = Config::default();
     config.rules.dir = Some(dir.path().to_path_buf());
-    let loaded = RuleEngine::load(&config);
+    let loaded = RuleEngine::load(&config.rules_settings());
     (dir, loaded)
 }
 

@@ -10,17 +10,21 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "config",
         &[
-            "proxy", "server", "client", "web", "filter", "store", "tls", "pop3", "message", "listener",
-            "secret", "fsutil",
+            "proxy", "server", "client", "web", "filter", "store", "tls", "pop3", "message",
+            "listener", "secret", "fsutil",
         ],
     ),
     (
         "web",
-        &["filter", "store", "message", "listener", "tls", "secret", "fsutil"],
+        &[
+            "filter", "store", "message", "listener", "tls", "secret", "fsutil",
+        ],
     ),
     (
         "proxy",
-        &["pop3", "filter", "store", "message", "tls", "listener", "secret", "fsutil"],
+        &[
+            "pop3", "filter", "store", "message", "tls", "listener", "secret", "fsutil",
+        ],
     ),
     (
         "server",
@@ -159,10 +163,17 @@ fn the_layer_table_has_no_cycle() {
             remaining.remove(m);
         }
     }
-    assert!(remaining.is_empty(), "layer table has a cycle among {:?}", remaining.keys());
+    assert!(
+        remaining.is_empty(),
+        "layer table has a cycle among {:?}",
+        remaining.keys()
+    );
     for (m, deps) in &table {
         for d in deps {
-            assert!(table.contains_key(d), "{m} may use {d}, which the table does not list");
+            assert!(
+                table.contains_key(d),
+                "{m} may use {d}, which the table does not list"
+            );
         }
     }
 }
@@ -173,7 +184,11 @@ fn modules_use_only_the_layers_below_them() {
     let mut files = Vec::new();
     rust_files(&src_dir(), &mut files);
     files.sort();
-    assert!(files.len() > 20, "found only {} files under src/", files.len());
+    assert!(
+        files.len() > 20,
+        "found only {} files under src/",
+        files.len()
+    );
     let mut violations = Vec::new();
     let mut checked = 0;
     for file in &files {
@@ -200,7 +215,11 @@ fn modules_use_only_the_layers_below_them() {
         }
     }
     assert!(checked > 20, "checked only {checked} files");
-    assert!(violations.is_empty(), "layering violations:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "layering violations:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
@@ -214,7 +233,11 @@ fn no_source_file_is_too_long() {
             (n > MAX_SOURCE_LINES).then(|| format!("{}: {n} lines", f.display()))
         })
         .collect();
-    assert!(long.is_empty(), "files over {MAX_SOURCE_LINES} lines:\n{}", long.join("\n"));
+    assert!(
+        long.is_empty(),
+        "files over {MAX_SOURCE_LINES} lines:\n{}",
+        long.join("\n")
+    );
 }
 
 #[test]

@@ -452,7 +452,7 @@ async fn real_filter_hides_exactly_what_it_calls_spam() {
         let px = start_proxy(&dv.addr().to_string(), "none", None, "hide", true).await;
         let data = tempfile::tempdir().unwrap();
         let config = proxy_builder("127.0.0.1:1", "none", None, "hide").parse_config(data.path());
-        let filter = Filter::new(&config).unwrap();
+        let filter = Filter::new(&config.filter_settings()).unwrap();
         let mut visible = Vec::new();
         for m in &all {
             // What Dovecot sends: CRLF line ends and a final line end.

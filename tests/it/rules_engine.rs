@@ -34,7 +34,7 @@ fn names(engine: &RuleEngine, user: Option<&str>, msg: &str) -> Vec<(String, f64
 }
 
 fn errors_of(config: &Config) -> Vec<(String, usize, String)> {
-    match RuleEngine::check(config) {
+    match RuleEngine::check(&config.rules_settings()) {
         Ok(s) => panic!("expected errors, loaded {s:?}"),
         Err(errs) => errs
             .into_iter()
@@ -99,7 +99,7 @@ fn the_engine_and_view_can_be_shared_across_sessions() {
 fn loads_a_directory_and_evaluates_pattern_negated_and_meta_rules() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "10-basic.toml", BASIC);
-    let engine = RuleEngine::load(&config_for(dir.path())).unwrap();
+    let engine = RuleEngine::load(&config_for(dir.path()).rules_settings()).unwrap();
     assert_eq!(
         names(&engine, None, SPAMMY),
         [
@@ -144,7 +144,7 @@ description = "mixes own and global rules"
         "users/example.toml.sample",
         "this is not toml [",
     );
-    let engine = RuleEngine::load(&config_for(dir.path())).unwrap();
+    let engine = RuleEngine::load(&config_for(dir.path()).rules_settings()).unwrap();
 
     let alice = names(&engine, Some("alice"), SPAMMY);
     assert!(
@@ -196,7 +196,7 @@ fn user_file_path_from_config_overrides_the_users_directory() {
             ..UserConfig::default()
         },
     );
-    let engine = RuleEngine::load(&config).unwrap();
+    let engine = RuleEngine::load(&config.rules_settings()).unwrap();
     assert!(names(&engine, Some("carol"), SPAMMY).contains(&("SUBJ_VIAGRA".to_owned(), 4.0)));
 }
 
@@ -216,7 +216,7 @@ fn sender_whitelist_and_blacklist_global_and_per_user() {
     );
     let mut config = config_for(dir.path());
     config.rules.whitelist_from = vec!["friend@example.org".into()];
-    let engine = RuleEngine::load(&config).unwrap();
+    let engine = RuleEngine::load(&config.rules_settings()).unwrap();
 
     let anon = names(&engine, None, SPAMMY);
     assert_eq!(anon[0], ("BLACKLIST_FROM".to_owned(), 100.0));
@@ -303,7 +303,7 @@ fn errors_name_file_line_and_reason() {
     assert_eq!(find("50-syntax.toml", ""), 3);
 
     // Loading fails with the first error and a pointer to `rules check`.
-    let e = RuleEngine::load(&config_for(dir.path()))
+    let e = RuleEngine::load(&config_for(dir.path()).rules_settings())
         .err()
         .unwrap()
         .to_string();
@@ -313,7 +313,7 @@ fn errors_name_file_line_and_reason() {
 #[test]
 fn a_missing_configured_directory_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let e = RuleEngine::load(&config_for(&dir.path().join("nope")))
+    let e = RuleEngine::load(&config_for(&dir.path().join("nope")).rules_settings())
         .err()
         .unwrap()
         .to_string();
@@ -350,7 +350,8 @@ fn shipped() -> Config {
 
 #[test]
 fn shipped_rules_pass_check_and_the_sample_user_file_is_valid() {
-    let summary = RuleEngine::check(&shipped()).unwrap_or_else(|e| panic!("{e:#?}"));
+    let summary =
+        RuleEngine::check(&shipped().rules_settings()).unwrap_or_else(|e| panic!("{e:#?}"));
     assert!(summary.rules > 50, "{summary:?}");
     assert!(
         summary.user_files.is_empty(),
@@ -369,7 +370,7 @@ fn shipped_rules_pass_check_and_the_sample_user_file_is_valid() {
         },
     );
     config.data_dir = Some(dir.path().to_owned());
-    let s = RuleEngine::check(&config).unwrap_or_else(|e| panic!("{e:#?}"));
+    let s = RuleEngine::check(&config.rules_settings()).unwrap_or_else(|e| panic!("{e:#?}"));
     assert_eq!(s.user_files.len(), 1);
 }
 
@@ -420,7 +421,7 @@ Alice
 
 #[test]
 fn shipped_rules_flag_crafted_spam_and_pass_ordinary_ham() {
-    let filter = Filter::new(&shipped()).unwrap();
+    let filter = Filter::new(&shipped().filter_settings()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -252,7 +252,7 @@ async fn per_user_data_files_are_owner_only() {
         assert!(stat.text.starts_with("3 "), "STAT: {stat}");
         assert!(cmd(&mut s, "QUIT").await.is_ok());
 
-        let user_dir = popguard::store::user_dir(&data, USER);
+        let user_dir = popguard::fsutil::user_dir(&data, USER);
         let mut files = Vec::new();
         all_files(&user_dir, &mut files);
         assert!(files.iter().any(|f| f == "tokens.db"), "{files:?}");

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use popguard::filter::bayes::model_path;
-use popguard::store::tokens::TokenDb;
+use popguard::filter::bayes::store::TokenDb;
 
 const EXE: &str = env!("CARGO_BIN_EXE_popguard");
 

@@ -1,5 +1,8 @@
 //! Engine internals: the built-in copy of the default set, and load-order details.
 
+use std::path::Path;
+
+use super::file::FileSpec;
 use super::*;
 
 #[test]

@@ -183,7 +183,8 @@ impl<C: Connect> ProxyBuilder<C> {
     fn build_in(self, data_dir: &Path) -> Result<Proxy<C>, String> {
         let config = self.parse_config(data_dir);
         let filter = Arc::new(
-            Filter::new(&config).unwrap_or_else(|e| panic!("test proxy: the filter: {e}")),
+            Filter::new(&config.filter_settings())
+                .unwrap_or_else(|e| panic!("test proxy: the filter: {e}")),
         );
         let settings = config.proxy_settings().map_err(|e| e.to_string())?;
         let mut proxy = Proxy::new(settings, filter, self.connector).map_err(|e| e.to_string())?;
