@@ -26,9 +26,9 @@ use popguard_test_support as support;
 use session::Plan;
 use support::{ChildGuard, Dovecot, DovecotOptions};
 
-/// Issue 6: throughput through the proxy must be at least this fraction of Dovecot's own.
+/// Throughput through the proxy must be at least this fraction of Dovecot's own.
 const MIN_PROXY_RATIO: f64 = 0.8;
-/// Issue 6: memory per idle proxied session must stay under this, KiB.
+/// Memory per idle proxied session must stay under this, KiB.
 const MAX_IDLE_KIB: f64 = 64.0;
 /// How long a spawned target gets to start listening.
 const START_TIMEOUT: Duration = Duration::from_secs(20);

@@ -29,8 +29,7 @@ use transaction::Transaction;
 
 pub use plan::RELEASED_RULE;
 
-/// Malformed commands tolerated per session: a client that sends only garbage is not speaking POP3.
-pub const MAX_BAD_COMMANDS: u32 = 20;
+pub use crate::pop3::limits::MAX_BAD_COMMANDS;
 
 /// Why a session ended early. Each cause has its own variant, so the log says which side failed.
 #[derive(Debug, thiserror::Error)]

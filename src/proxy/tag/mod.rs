@@ -21,29 +21,8 @@ pub const FIXED_TAG_SIZE: usize = 400;
 /// Longest rule name written into `X-Spam-Status`; names are identifiers, this only stops a runaway one.
 const MAX_RULE_NAME: usize = 64;
 
-/// Line ending used for inserted lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Eol {
-    Crlf,
-    Lf,
-}
-
-impl Eol {
-    /// The ending of the first line of `data` (CRLF when there is none: the wire form).
-    pub fn detect(data: &[u8]) -> Eol {
-        match data.iter().position(|&b| b == b'\n') {
-            Some(i) if i == 0 || data[i - 1] != b'\r' => Eol::Lf,
-            _ => Eol::Crlf,
-        }
-    }
-
-    fn bytes(self) -> &'static [u8] {
-        match self {
-            Eol::Crlf => b"\r\n",
-            Eol::Lf => b"\n",
-        }
-    }
-}
+/// Line ending used for inserted lines: the one POP3 line-end type.
+pub use crate::pop3::Eol;
 
 /// Where the header of a (possibly partial) message ends, as far as tagging is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
