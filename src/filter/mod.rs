@@ -23,6 +23,17 @@ pub const DEFAULT_UNSURE_THRESHOLD: f64 = 3.0;
 /// while bounding per-message work and memory.
 pub const DEFAULT_SCAN_LIMIT: usize = 256 * 1024;
 
+/// A message scored by everything but the network (see [`Filter::score_local`]), with the DNS lookups still to
+/// make.
+#[derive(Debug)]
+pub struct LocalScore {
+    hits: Vec<Hit>,
+    skipped: Vec<String>,
+    probability: Option<f64>,
+    evidence: Vec<(String, f64)>,
+    dns: Option<dnsbl::DnsblLookups>,
+}
+
 /// `[filter]` in the config file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -121,6 +132,19 @@ impl Filter {
     /// Scores the first `scan_limit` bytes of `message` for `user` (None: global rules and model only). Never
     /// writes: auto-learning is queued for [`Filter::autolearn`].
     pub async fn score(&self, user: Option<&str>, message: &[u8], opts: &ScoreOptions) -> Verdict {
+        let local = self.score_local(user, message, opts);
+        self.finish(local).await
+    }
+
+    /// The CPU part of [`Filter::score`]: MIME parse, rules and Bayes, and the DNS blocklist lookups to make.
+    /// Blocking work; a caller on an async runtime runs it on a blocking thread, then awaits [`Filter::finish`]
+    /// there, so a slow resolver holds no CPU slot.
+    pub fn score_local(
+        &self,
+        user: Option<&str>,
+        message: &[u8],
+        opts: &ScoreOptions,
+    ) -> LocalScore {
         let truncated = message.len() > self.config.scan_limit;
         let message = &message[..message.len().min(self.config.scan_limit)];
         // One MIME parse serves the rules' view and the Bayes tokenizer.
@@ -148,16 +172,37 @@ impl Filter {
 
         let user_allows_dns =
             user.is_none_or(|u| !self.dnsbl_disabled_users.iter().any(|d| d == u));
-        match &self.dnsbl {
-            Some(d) if opts.network && user_allows_dns => {
-                let r = d.check(&view).await;
-                hits.extend(r.hits);
-                skipped.extend(r.skipped);
+        let dns = match &self.dnsbl {
+            Some(d) if opts.network && user_allows_dns => Some(d.prepare(&view)),
+            Some(_) => {
+                skipped.push("dnsbl: network lookups disabled".into());
+                None
             }
-            Some(_) => skipped.push("dnsbl: network lookups disabled".into()),
-            None => {}
+            None => None,
+        };
+        LocalScore {
+            hits,
+            skipped,
+            probability,
+            evidence,
+            dns,
         }
+    }
 
+    /// The waiting part of [`Filter::score`]: the DNS blocklist lookups, then the verdict.
+    pub async fn finish(&self, local: LocalScore) -> Verdict {
+        let LocalScore {
+            mut hits,
+            mut skipped,
+            probability,
+            evidence,
+            dns,
+        } = local;
+        if let (Some(d), Some(lookups)) = (&self.dnsbl, dns) {
+            let r = d.lookup(lookups).await;
+            hits.extend(r.hits);
+            skipped.extend(r.skipped);
+        }
         let mut verdict = Verdict::from_hits(
             hits,
             self.config.spam_threshold,

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use super::ScanMethod;
 use super::tag::{self, Eol, HeadEnd};
 use super::upstream::{Upstream, UpstreamError};
-use crate::filter::{Filter, ScoreOptions, Verdict};
+use crate::filter::{Filter, LocalScore, ScoreOptions, Verdict};
 use crate::pop3::{Command, listing};
 use crate::store::quarantine::Quarantine;
 
@@ -53,36 +53,38 @@ impl Scorer {
         let scorer = self.clone();
         let user = user.map(str::to_owned);
         let message = message.to_vec();
-        let handle = tokio::runtime::Handle::current();
         let scored = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             match &scorer {
-                // The filter's DNS lookups are async: this blocking thread drives them, the runtime's reactor
-                // serves them.
+                // The CPU part only: the DNS blocklist lookups are awaited below, on the runtime, so a slow
+                // resolver holds no scoring slot and lookups of many messages overlap.
                 Scorer::Filter(f) => {
-                    let verdict = handle.block_on(f.score(
-                        user.as_deref(),
-                        &message,
-                        &ScoreOptions::default(),
-                    ));
+                    let local = f.score_local(user.as_deref(), &message, &ScoreOptions::default());
                     // Auto-learning rewrites and fsyncs a token file: here, on the blocking thread, never on an
                     // async worker.
                     if let Err(e) = f.autolearn() {
                         tracing::warn!("bayes: auto-learned messages not saved: {e}");
                     }
-                    verdict
+                    Scored::Local(f.clone(), local)
                 }
-                Scorer::Func(f) => f(user.as_deref(), &message),
+                Scorer::Func(f) => Scored::Done(f(user.as_deref(), &message)),
             }
         })
         .await;
         match scored {
-            Ok(v) => v,
+            Ok(Scored::Done(v)) => v,
+            Ok(Scored::Local(f, local)) => f.finish(local).await,
             // A panicking scorer fails the caller as it would have inline (the scan reports it per message).
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => panic!("scoring task cancelled: {e}"),
         }
     }
+}
+
+/// What the blocking part of [`Scorer::score`] hands back to the async part.
+enum Scored {
+    Done(Verdict),
+    Local(Arc<Filter>, LocalScore),
 }
 
 impl std::fmt::Debug for Scorer {
@@ -482,6 +484,7 @@ fn summarize(prefix: &[u8]) -> Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn list_and_uidl_parsing_skips_garbage() {
@@ -553,5 +556,50 @@ mod tests {
         while set.join_next().await.is_some() {}
         let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
         assert!(peak >= 1 && peak <= cores, "peak {peak} with {cores} cores");
+    }
+
+    /// A resolver that never answers must not hold a scoring slot: the lookups are awaited on the runtime, after
+    /// the CPU part has given its slot back.
+    #[tokio::test]
+    async fn dns_lookups_hold_no_scoring_slot() {
+        use crate::filter::{FilterConfig, FilterSettings, bayes, dnsbl, rules};
+        // A black hole on loopback: it reads queries and never answers.
+        let hole = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let data = tempfile::tempdir().unwrap();
+        let settings = FilterSettings {
+            filter: FilterConfig::default(),
+            rules: rules::RulesSettings::default(),
+            bayes: bayes::BayesSettings::new(data.path().to_owned()),
+            dnsbl: dnsbl::DnsblSettings {
+                config: dnsbl::DnsblConfig {
+                    enabled: true,
+                    nameservers: vec![hole.local_addr().unwrap()],
+                    budget_ms: 20_000,
+                    ..dnsbl::DnsblConfig::default()
+                },
+                disabled_users: Vec::new(),
+            },
+        };
+        let scorer = Scorer::Filter(Arc::new(Filter::new(&settings).unwrap()));
+        let message =
+            b"Subject: hi\r\n\r\nsee http://www.example-spam-domain.com/offer now\r\n".to_vec();
+        let pending = tokio::spawn(async move { scorer.score(None, &message).await });
+        // The first query reaching the hole means the CPU part is over and the lookups are under way.
+        let mut buf = [0u8; 512];
+        tokio::time::timeout(Duration::from_secs(10), hole.recv_from(&mut buf))
+            .await
+            .expect("the filter sent no DNS query")
+            .unwrap();
+        let cores =
+            u32::try_from(std::thread::available_parallelism().map_or(1, |n| n.get())).unwrap();
+        let all = tokio::time::timeout(Duration::from_secs(5), SCORING_SLOTS.acquire_many(cores))
+            .await
+            .expect("a message waiting for DNS still holds a scoring slot");
+        drop(all);
+        assert!(
+            !pending.is_finished(),
+            "the lookup should still be waiting for the black hole"
+        );
+        pending.abort();
     }
 }

@@ -326,10 +326,19 @@ fn hit_label(name: &str) -> Result<String, String> {
 }
 
 /// One planned DNS query.
+#[derive(Debug)]
 struct Query {
     zone: usize,
     item: String,
     name: Name,
+}
+
+/// One message's planned DNS blocklist lookups (see [`Dnsbl::prepare`]).
+#[derive(Debug, Default)]
+pub struct DnsblLookups {
+    queries: Vec<Query>,
+    /// Lookups over the per-message cap, as "zone item", reported as skipped.
+    capped: Vec<String>,
 }
 
 /// The DNS blocklist checker, shared by all sessions (the resolver and its cache are inside).
@@ -400,7 +409,19 @@ impl Dnsbl {
 
     /// Looks the message's relay IP(s) and URL domains up in every zone, in parallel, within the time budget.
     pub async fn check(&self, view: &MessageView) -> DnsblResult {
+        self.lookup(self.prepare(view)).await
+    }
+
+    /// What [`Dnsbl::check`] will look up for this message, owned, so the CPU work (reading the view) and the
+    /// waiting (the lookups) can run in different places: a blocking thread, then the async runtime.
+    pub fn prepare(&self, view: &MessageView) -> DnsblLookups {
         let (queries, capped) = self.plan(view);
+        DnsblLookups { queries, capped }
+    }
+
+    /// Makes the lookups [`Dnsbl::prepare`] planned, in parallel, within the time budget.
+    pub async fn lookup(&self, lookups: DnsblLookups) -> DnsblResult {
+        let DnsblLookups { queries, capped } = lookups;
         let mut result = DnsblResult::default();
         if !capped.is_empty() {
             result.skipped.push(format!(
