@@ -145,7 +145,7 @@ pub const MAX_LOGGED_PROBLEMS: usize = 10;
 /// invisible rather than mis-sized).
 pub fn parse_list(body: &[u8]) -> Vec<(u32, u64)> {
     let listing = listing::parse_list(body);
-    log_problems("LIST", &listing.problems, tracing::Level::DEBUG);
+    log_problems("LIST", &listing.problems, |m| tracing::debug!("{m}"));
     listing.entries
 }
 
@@ -153,28 +153,17 @@ pub fn parse_list(body: &[u8]) -> Vec<(u32, u64)> {
 /// session scores such a message every time and never hides it on a cached verdict (the plan's module docs).
 pub fn parse_uidl(body: &[u8]) -> HashMap<u32, String> {
     let listing = listing::parse_uidl(body);
-    log_problems("UIDL", &listing.problems, tracing::Level::WARN);
+    log_problems("UIDL", &listing.problems, |m| tracing::warn!("{m}"));
     listing.entries.into_iter().collect()
 }
 
-fn log_problems(what: &str, problems: &[listing::Problem], level: tracing::Level) {
+fn log_problems(what: &str, problems: &[listing::Problem], emit: fn(&str)) {
     for p in problems.iter().take(MAX_LOGGED_PROBLEMS) {
-        if level == tracing::Level::WARN {
-            tracing::warn!("upstream {what}: {p}");
-        } else {
-            tracing::debug!("upstream {what}: {p}");
-        }
+        emit(&format!("upstream {what}: {p}"));
     }
-    if let Some(more) = problems
-        .len()
-        .checked_sub(MAX_LOGGED_PROBLEMS)
-        .filter(|&n| n > 0)
-    {
-        if level == tracing::Level::WARN {
-            tracing::warn!("upstream {what}: {more} more lines like these");
-        } else {
-            tracing::debug!("upstream {what}: {more} more lines like these");
-        }
+    let more = problems.len().saturating_sub(MAX_LOGGED_PROBLEMS);
+    if more > 0 {
+        emit(&format!("upstream {what}: {more} more lines like these"));
     }
 }
 
