@@ -101,7 +101,8 @@ impl std::fmt::Debug for Scorer {
 pub struct Listing {
     /// `(upstream number, size)` from LIST.
     pub sizes: Vec<(u32, u64)>,
-    /// Unique ids from UIDL; `None` when the upstream has no UIDL.
+    /// Unique ids from UIDL, only those that identify a message (valid and not repeated); `None` when the upstream
+    /// has no UIDL. A listed message missing here has no identity (see [`crate::proxy::session`]'s plan).
     pub uidls: Option<HashMap<u32, String>>,
 }
 
@@ -138,24 +139,34 @@ where
     Ok(Listing { sizes, uidls })
 }
 
+/// Listing problems logged one by one per answer; the rest are only counted, so a hostile upstream cannot flood
+/// the log with one line per message.
+pub const MAX_LOGGED_PROBLEMS: usize = 10;
+
 /// `n size` lines ([`crate::pop3::listing`] policy); lines it refuses are left out (the message then stays
 /// invisible rather than mis-sized).
 pub fn parse_list(body: &[u8]) -> Vec<(u32, u64)> {
     let listing = listing::parse_list(body);
-    for p in &listing.problems {
-        tracing::debug!("upstream LIST: {p}");
-    }
+    log_problems("LIST", &listing.problems, |m| tracing::debug!("{m}"));
     listing.entries
 }
 
-/// `n uid` lines ([`crate::pop3::listing`] policy): an invalid or repeated unique-id identifies no message, which
-/// is then keyed by its header digest like a message of an upstream without UIDL.
+/// `n uid` lines ([`crate::pop3::listing`] policy): an invalid or repeated unique-id identifies no message; the
+/// session scores such a message every time and never hides it on a cached verdict (the plan's module docs).
 pub fn parse_uidl(body: &[u8]) -> HashMap<u32, String> {
     let listing = listing::parse_uidl(body);
-    for p in &listing.problems {
-        tracing::warn!("upstream UIDL: {p}");
-    }
+    log_problems("UIDL", &listing.problems, |m| tracing::warn!("{m}"));
     listing.entries.into_iter().collect()
+}
+
+fn log_problems(what: &str, problems: &[listing::Problem], emit: fn(&str)) {
+    for p in problems.iter().take(MAX_LOGGED_PROBLEMS) {
+        emit(&format!("upstream {what}: {p}"));
+    }
+    let more = problems.len().saturating_sub(MAX_LOGGED_PROBLEMS);
+    if more > 0 {
+        emit(&format!("upstream {what}: {more} more lines like these"));
+    }
 }
 
 /// The cache key of a message without UIDL: a digest of its header (as far as tagging reads it).

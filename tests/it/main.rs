@@ -22,3 +22,4 @@ mod server_interop;
 mod server_protocol;
 mod server_tls;
 mod train_cli;
+mod uidl_identity;

@@ -38,6 +38,9 @@ pub(super) struct Transaction<C: Connect> {
     pub(super) ahead: ReadAhead,
     /// Verdicts reached after the first scan (`tag_sizing = "fixed"`), not yet in the verdict cache.
     pub(super) pending: Vec<(String, CachedVerdict)>,
+    /// Why the maildrop was refused (an absurd LIST size): every command that needs it gets this `-ERR`, and
+    /// nothing is scanned, cached or deleted in this session.
+    refused: Option<String>,
 }
 
 /// How a scan runs, from the settings (no time limit: the first scan sets one).
@@ -106,6 +109,7 @@ impl<C: Connect> Transaction<C> {
             prev_retr: 0,
             ahead: ReadAhead::default(),
             pending: Vec::new(),
+            refused: None,
         }
     }
 
@@ -133,6 +137,10 @@ impl<C: Connect> Transaction<C> {
                 | Command::Last
         ) {
             self.ensure_mailbox(&shared.proxy).await?;
+            if let Some(why) = &self.refused {
+                client.reply(Response::err(why.clone()));
+                return Ok(Flow::Continue);
+            }
         }
         let Some(mb) = self.mailbox.as_ref() else {
             return self.command_without_mailbox(cmd, client, shared).await;
@@ -162,10 +170,12 @@ impl<C: Connect> Transaction<C> {
             Command::Uidl(_) if !mb.has_uidl => {
                 client.reply(Response::err("UIDL is not supported by the mail server"));
             }
+            // A message whose upstream unique-id is no identity is listed with the one the plan made up for it:
+            // RFC 1939 §7 has no way to list a message without one, and the upstream's would not be unique.
             Command::Uidl(None) => {
                 let mut body = Vec::new();
                 for (n, m) in mb.map.listing() {
-                    if let Some(u) = &m.uidl {
+                    if let Some(u) = mb.uid_of(m) {
                         body.extend_from_slice(format!("{n} {u}\r\n").as_bytes());
                     }
                 }
@@ -174,7 +184,7 @@ impl<C: Connect> Transaction<C> {
                     .await?;
             }
             Command::Uidl(Some(n)) => client.reply(match lookup(mb, n) {
-                Ok(m) => Response::ok(format!("{n} {}", m.uidl.as_deref().unwrap_or("-"))),
+                Ok(m) => Response::ok(format!("{n} {}", mb.uid_of(&m).unwrap_or("-"))),
                 Err(e) => e,
             }),
             Command::Retr(n) => self.relay_message(n, None, client, shared).await?,
@@ -294,17 +304,28 @@ impl<C: Connect> Transaction<C> {
     /// Learns the maildrop, scans what is not cached, plans the client's view, and writes the plan's verdicts and
     /// quarantine entries (once per session).
     async fn ensure_mailbox(&mut self, proxy: &Proxy<C>) -> Result<(), SessionError> {
-        if self.mailbox.is_some() {
+        if self.mailbox.is_some() || self.refused.is_some() {
             return Ok(());
         }
         let s = &proxy.settings;
         let started = Instant::now();
         self.up.capabilities().await?;
         let listing = scan::fetch_listing(&mut self.up).await?;
+        if let Err(absurd) = plan::check_sizes(&listing) {
+            warn!(
+                message = absurd.message,
+                size = absurd.size,
+                cap = plan::MAX_MESSAGE_SIZE,
+                "upstream LIST size over the cap: maildrop refused for this session, nothing scanned or deleted"
+            );
+            self.refused = Some(absurd.reply());
+            return Ok(());
+        }
 
         let prefix = s.subject_prefix.as_str();
         let cached = |k: &str| valid_cached(&self.store, prefix, k);
-        let scan_plan = plan::plan_scan(&listing, &cached, self.action, s.tag_sizing);
+        let mut scan_plan = plan::plan_scan(&listing, &cached, self.action, s.tag_sizing);
+        scan_plan.nonce = session_nonce();
         let scanned = scan_plan.jobs.len();
         let quarantine =
             (self.action == Action::Hide).then(|| Quarantine::open(&s.data_dir, &self.user));
@@ -313,7 +334,10 @@ impl<C: Connect> Transaction<C> {
         let outcomes = if scan_plan.jobs.is_empty() {
             Vec::new()
         } else {
-            let known = |k: &str| valid_cached(&self.store, prefix, k).is_some();
+            // Header digests stand for identities only when the upstream has no UIDL at all; with UIDL, a message
+            // keyed by its digest is one whose unique-id is no identity, and it must be scored this session.
+            let by_digest = listing.uidls.is_none();
+            let known = |k: &str| by_digest && valid_cached(&self.store, prefix, k).is_some();
             let jobs = scan_plan.jobs.clone();
             scan::scan(
                 &mut self.up,
@@ -375,6 +399,13 @@ impl<C: Connect> Transaction<C> {
                  upstream) and scanned first in the next one"
             );
         }
+        if !mailbox.made_up_uids.is_empty() {
+            warn!(
+                messages = mailbox.made_up_uids.len(),
+                "upstream unique-ids repeated or invalid: those messages were scored in this session, not \
+                 looked up in the verdict cache, and the client sees unique-ids made up by the proxy"
+            );
+        }
         info!(
             messages = listing.sizes.len(),
             visible = mailbox.map.len(),
@@ -430,6 +461,15 @@ impl<C: Connect> Transaction<C> {
         })
         .await;
     }
+}
+
+/// A number that differs from session to session (for [`plan::ScanPlan::nonce`]): std's hasher keys are random
+/// per process and change with every `RandomState`, so no extra dependency is needed.
+fn session_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_secs());
+    h.finish()
 }
 
 /// A cached verdict still valid: spam tagged with another Subject prefix must be scanned again.

@@ -33,6 +33,12 @@ const LOG_TAIL_LINES: usize = 40;
 /// Dovecot's delay before `-ERR [AUTH]` (default 2 s). It accepts 0; failures are still answered after ~0.5 s
 /// because the auth process flushes failed requests on a 500 ms timer.
 const AUTH_FAILURE_DELAY: &str = "0";
+/// The `pop3_uidl_format` of every instance unless a test asks for another: Dovecot's recommended unique one (the
+/// message's IMAP UID and the mailbox's UIDVALIDITY).
+pub const DEFAULT_UIDL_FORMAT: &str = "%08Xu%08Xv";
+/// A `pop3_uidl_format` that breaks RFC 1939 §7 on purpose: every message gets the mailbox's UIDVALIDITY, so all
+/// unique-ids in a maildrop are the same (for tests of upstreams with repeated unique-ids).
+pub const REPEATED_UIDL_FORMAT: &str = "%v";
 
 /// Kills Dovecot and removes its directory if the test process dies without dropping [`Dovecot`] (SIGKILL, abort):
 /// it waits for EOF on stdin, which only happens when the test process is gone.
@@ -143,6 +149,19 @@ impl Dovecot {
 
     /// Like [`Dovecot::start`], with options.
     pub fn start_with(users: &[(&str, &str)], options: &DovecotOptions) -> Dovecot {
+        Dovecot::start_with_uidl_format(users, options, DEFAULT_UIDL_FORMAT)
+    }
+
+    /// Like [`Dovecot::start_with`], with this `pop3_uidl_format` (e.g. [`REPEATED_UIDL_FORMAT`]).
+    pub fn start_with_uidl_format(
+        users: &[(&str, &str)],
+        options: &DovecotOptions,
+        uidl_format: &str,
+    ) -> Dovecot {
+        assert!(
+            !uidl_format.is_empty() && uidl_format.bytes().all(|b| b.is_ascii_graphic()),
+            "pop3_uidl_format {uidl_format:?}: printable ASCII without spaces (it goes into the config file)"
+        );
         let dovecot = which("dovecot")
             .unwrap_or_else(|| panic!("dovecot is not installed: run `sudo .ci/install-peers`"));
         for (user, pass) in users {
@@ -203,7 +222,16 @@ impl Dovecot {
             let conf_path = root.join("dovecot.conf");
             write_file(
                 &conf_path,
-                config(&root, port, tls_port, &ca, owner.is_some(), options).as_bytes(),
+                config(
+                    &root,
+                    port,
+                    tls_port,
+                    &ca,
+                    owner.is_some(),
+                    options,
+                    uidl_format,
+                )
+                .as_bytes(),
             );
             let stderr = fs::File::create(root.join("dovecot.stderr"))
                 .unwrap_or_else(|e| panic!("cannot create dovecot.stderr: {e}"));
@@ -552,6 +580,7 @@ fn config(
     ca: &TestCa,
     as_root: bool,
     options: &DovecotOptions,
+    uidl_format: &str,
 ) -> String {
     let root = root.display();
     let (internal_user, internal_group, login_user, mail_uid, mail_gid, chroot) = if as_root {
@@ -604,7 +633,7 @@ default_internal_user = {internal_user}
 default_internal_group = {internal_group}
 default_login_user = {login_user}
 mail_location = maildir:{root}/mail/%u
-pop3_uidl_format = %08Xu%08Xv
+pop3_uidl_format = {uidl_format}
 ssl = yes
 ssl_cert = <{cert}
 ssl_key = <{key}
