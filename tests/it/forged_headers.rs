@@ -143,13 +143,15 @@ fn dovecot() -> Dovecot {
     dv
 }
 
-/// Dovecot's own copies, as it sends them (CRLF).
-async fn originals(dv: &Dovecot) -> Vec<Vec<u8>> {
+/// Dovecot's own copies of its first `n` messages, as it sends them (CRLF).
+async fn originals(dv: &Dovecot, n: usize) -> Vec<Vec<u8>> {
     let mut s = login(dv.addr()).await;
-    let a = multi(&mut s, "RETR 1").await;
-    let b = multi(&mut s, "RETR 2").await;
+    let mut out = Vec::new();
+    for i in 1..=n {
+        out.push(multi(&mut s, &format!("RETR {i}")).await);
+    }
     assert!(raw::command(&mut s, "QUIT").await.is_ok());
-    vec![a, b]
+    out
 }
 
 const SPAM_OWN: [&str; 3] = ["X-Spam-Flag", "X-Spam-Score", "X-Spam-Status"];
@@ -162,7 +164,7 @@ async fn tag_mode_delivers_only_the_proxys_fields_with_exact_and_fixed_sizes() {
     }
     with_timeout(TEST_SECS, async {
         let dv = dovecot();
-        let orig = originals(&dv).await;
+        let orig = originals(&dv, 2).await;
         for sizing in ["exact", "fixed"] {
             let px = ProxyBuilder::new(dv.addr())
                 .action("tag")
@@ -220,7 +222,7 @@ async fn released_spam_in_hide_mode_has_only_the_proxys_fields() {
     }
     with_timeout(TEST_SECS, async {
         let dv = dovecot();
-        let orig = originals(&dv).await;
+        let orig = originals(&dv, 2).await;
         let px = ProxyBuilder::new(dv.addr())
             .action("hide")
             .fixed_scorer()
@@ -253,6 +255,52 @@ async fn released_spam_in_hide_mode_has_only_the_proxys_fields() {
             Some("cheap pills")
         );
         check("hide ham again", &second[1], &orig[1], &HAM_OWN);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn forged_fields_past_the_buffered_head_are_renamed_as_they_stream() {
+    if !require_peer("dovecot") {
+        return;
+    }
+    with_timeout(TEST_SECS, async {
+        // A header well past `tag::MAX_TAG_HEADER` (64 KiB): the forged fields after it reach the client through
+        // the streamed part of RETR, in whatever chunks TCP gives. The Subject, with the fixed scorer's spam
+        // marker, comes first: inside the buffered head, it gets the prefix.
+        let mut long = String::from("Subject: SPAM-ME late\r\n");
+        for i in 0..3000 {
+            long.push_str(&format!(
+                "Received: from hop{i}.example.net by relay.example.net; {i}\r\n"
+            ));
+        }
+        let msg = format!(
+            "{long}X-Spam-Flag: NO\r\nX-Spam-Status: No, score=-10.0\r\n\ttests=ALL_TRUSTED\r\n\
+             To: alice@example.org\r\n\r\nbody\r\n"
+        );
+        assert!(msg.len() > 2 * popguard::proxy::tag::MAX_TAG_HEADER);
+        let dv = Dovecot::start(&[(USER, PASS)]);
+        dv.deliver(USER, &[msg.into_bytes()]);
+        let orig = originals(&dv, 1).await;
+        for sizing in ["exact", "fixed"] {
+            let px = ProxyBuilder::new(dv.addr())
+                .action("tag")
+                .config(&format!("tag_sizing = \"{sizing}\"\n"))
+                .fixed_scorer()
+                .start()
+                .await;
+            let got = fetch_all(px.addr, sizing).await;
+            check(
+                &format!("{sizing} long header"),
+                &got[0],
+                &orig[0],
+                &SPAM_OWN,
+            );
+            assert_eq!(
+                header_value(&got[0].1, "X-Prev-Flag").as_deref(),
+                Some("NO")
+            );
+        }
     })
     .await
 }

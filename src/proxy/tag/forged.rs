@@ -9,18 +9,19 @@
 //!   by an amount known only from the header, which neither the verdict cache nor the fixed sizing carries, and which
 //!   the 400-byte padding could not absorb for a large forged block. Renamed, the size is unchanged: LIST equals
 //!   what RETR sends in both sizings, and TOP shows the same header as RETR.
-//! - Bounded work for any header: a rename touches only the first bytes of a line, so it streams. Every field of
-//!   the header is renamed however far past the buffered head ([`super::MAX_TAG_HEADER`]) it lies (nothing is
-//!   bounded by that cap here), with at most [`MAX_HELD`] bytes held back between chunks and constant state: one
-//!   pass, no allocation, whatever the number of forged fields.
+//! - Bounded work for any header. The buffered head is bounded by [`super::MAX_TAG_HEADER`] as before (the Subject
+//!   edit looks only there); the renaming is not bounded by it: a rename touches only the first bytes of a line, so
+//!   it streams, and every field of the header is renamed however far past the head it lies, with at most
+//!   [`MAX_HELD`] bytes held back between chunks and constant state. One pass, no allocation, whatever the number
+//!   of forged fields.
 //! - The original values stay readable for whoever debugs a delivery (an upstream SpamAssassin's score, say).
 //!
 //! Every `X-Spam-*` field is renamed, not only the three the proxy writes: `X-Spam-Level` and the like are read by
 //! filters too, and the Bayes training digest and tokenizer (`filter::bayes`) already treat the whole family as a
 //! tagger's, and treat the renamed `X-Prev-*` the same way, so a delivered copy is still the message it came from.
 
-/// Names the proxy owns (compared without regard to case, as field names are, RFC 5322 §1.2.2) and what an incoming
-/// field of that name is renamed to: the same length, and owned by no tagger.
+/// Name prefixes the proxy owns (compared without regard to case, as readers compare field names) and what an
+/// incoming field's prefix is replaced with: the same length, and owned by no tagger.
 pub const RENAMES: [(&[u8], &[u8]); 2] =
     [(b"X-Spam-", b"X-Prev-"), (b"X-Popguard-", b"X-Prev-Pgd-")];
 
