@@ -10,9 +10,10 @@ const RFC2047_MAX_WORD: usize = 75;
 
 /// The identity of a message for "already trained": SHA-256 of its bytes with line ends normalised and what this
 /// proxy (or SpamAssassin) adds left out, so a tagged copy is the same message: the `X-Spam-*` and `X-Popguard-*`
-/// fields (and `X-Prev-*`, what the proxy renames incoming ones to), and `subject_prefix` at the start of the Subject (as written: literally, or as RFC 2047 encoded words
-/// for a non-ASCII prefix). A Subject that holds nothing but the prefix, or nothing at all, is left out too: the
-/// proxy adds `Subject: PREFIX` to spam without one. Everything else is hashed exactly as it is.
+/// fields (and `X-Prev-*`, what the proxy renames incoming ones to), and `subject_prefix` at the start of the
+/// Subject (as written: literally, or as RFC 2047 encoded words for a non-ASCII prefix). A Subject that holds
+/// nothing but the prefix, or nothing at all, is left out too: the proxy adds `Subject: PREFIX` to spam without one.
+/// Everything else is hashed exactly as it is.
 pub fn message_digest(raw: &[u8], subject_prefix: &str) -> store::Digest {
     let raw = &raw[..raw.len().min(MAX_DIGEST_BYTES)];
     let forms = prefix_forms(subject_prefix);

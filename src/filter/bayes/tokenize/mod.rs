@@ -367,8 +367,7 @@ fn truncate_str(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Header fields that a mail client, a filter or this proxy adds after delivery: never evidence. `x-prev-` is what
-/// the proxy renames incoming `X-Spam-*`/`X-Popguard-*` fields to (`proxy::tag::forged`).
+/// Fields a mail client, a filter or this proxy adds after delivery (`x-prev-`: tags it renamed): never evidence.
 fn ignored_header(lname: &str) -> bool {
     lname.starts_with("x-spam-")
         || lname.starts_with("x-prev-")
