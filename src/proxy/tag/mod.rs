@@ -1,6 +1,7 @@
 //! Tagging by splicing into the original bytes: `X-Spam-*` fields at the top of the header, a Subject prefix
 //! (RFC 2047-correct), the body untouched — and the exact number of bytes that adds, so LIST sizes stay true.
-//! Incoming fields of the names the proxy writes are renamed first, at the same length ([`forged`]).
+//! Incoming fields of the names the proxy writes are renamed first, through the whole header but at the same length,
+//! so sizes do not depend on them ([`forged`]).
 //!
 //! Everything here depends only on the first `head_cap` bytes of a message (or the whole header when shorter), so the
 //! scan (from `TOP`) and the later `RETR` compute the same edit and the size announced in LIST is the size sent.
