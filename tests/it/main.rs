@@ -8,6 +8,7 @@ mod client_scripted;
 mod demo_cli;
 mod dnsbl;
 mod faults;
+mod forged_headers;
 mod hostile_input;
 mod layers;
 mod peers_dovecot;

@@ -10,9 +10,10 @@ const RFC2047_MAX_WORD: usize = 75;
 
 /// The identity of a message for "already trained": SHA-256 of its bytes with line ends normalised and what this
 /// proxy (or SpamAssassin) adds left out, so a tagged copy is the same message: the `X-Spam-*` and `X-Popguard-*`
-/// fields, and `subject_prefix` at the start of the Subject (as written: literally, or as RFC 2047 encoded words
-/// for a non-ASCII prefix). A Subject that holds nothing but the prefix, or nothing at all, is left out too: the
-/// proxy adds `Subject: PREFIX` to spam without one. Everything else is hashed exactly as it is.
+/// fields (and `X-Prev-*`, what the proxy renames incoming ones to), and `subject_prefix` at the start of the
+/// Subject (as written: literally, or as RFC 2047 encoded words for a non-ASCII prefix). A Subject that holds
+/// nothing but the prefix, or nothing at all, is left out too: the proxy adds `Subject: PREFIX` to spam without one.
+/// Everything else is hashed exactly as it is.
 pub fn message_digest(raw: &[u8], subject_prefix: &str) -> store::Digest {
     let raw = &raw[..raw.len().min(MAX_DIGEST_BYTES)];
     let forms = prefix_forms(subject_prefix);
@@ -81,10 +82,11 @@ pub fn message_digest(raw: &[u8], subject_prefix: &str) -> store::Digest {
     d
 }
 
-/// Fields added by taggers, never part of the message's identity.
+/// Fields added by taggers, never part of the message's identity; `x-prev-` is what `proxy::tag::forged` renames
+/// incoming `X-Spam-*`/`X-Popguard-*` fields to (same length), so the delivered copy keeps the original's digest.
 fn is_tag_field(line: &[u8]) -> bool {
     let starts = |p: &[u8]| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p);
-    starts(b"x-spam-") || starts(b"x-popguard-")
+    starts(b"x-spam-") || starts(b"x-popguard-") || starts(b"x-prev-")
 }
 
 enum HeldSubject<'a> {
@@ -208,6 +210,7 @@ mod tests {
         let original = "From: a@example.org\r\nSubject: cheap pills\r\n\r\nbody\r\n";
         let tagged = "X-Spam-Flag: YES\r\nX-Spam-Score: 9.1\r\nX-Spam-Status: Yes, score=9.1\r\n  tests=A,B\r\n\
                       X-Popguard-Link: release with popguard quarantine release\r\n\
+                      X-Prev-Flag: NO\r\nX-Prev-Status: No, score=-10.0\r\n\ttests=NONE\r\n\
                       From: a@example.org\r\nSubject: [SPAM] cheap pills\r\n\r\nbody\r\n";
         assert_eq!(digest(original), digest(tagged));
         // A different real subject is a different message, tagged or not.

@@ -1,5 +1,6 @@
-//! RETR and TOP: the upstream's body streamed to the client with the tag spliced into its header, scored on the way
-//! when `tag_sizing = "fixed"` left it unscored, and the next messages asked for ahead of a sequential download.
+//! RETR and TOP: the upstream's body streamed to the client with the tag spliced into its header (incoming fields of
+//! the tag's names renamed first, `tag::forged`), scored on the way when `tag_sizing = "fixed"` left it unscored, and
+//! the next messages asked for ahead of a sequential download.
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::warn;
@@ -12,7 +13,7 @@ use crate::proxy::Proxy;
 use crate::proxy::mailbox_map::MessageInfo;
 use crate::proxy::read_ahead::Answer;
 use crate::proxy::scan::{self, Outcome, ScanJob};
-use crate::proxy::tag::{self, Eol, HeadEnd, TagPlan, TagSettings, TagVerdict};
+use crate::proxy::tag::{self, Eol, ForgedFields, HeadEnd, TagPlan, TagSettings, TagVerdict};
 use crate::proxy::upstream::{Connect, Upstream};
 use crate::store::verdicts::now_secs;
 
@@ -119,11 +120,13 @@ impl<C: Connect> Transaction<C> {
             // Fixed sizes: a message not scored yet is scored from the first `scan_limit` bytes of this RETR.
             tag = Some(self.score_inline(proxy, &m, &mut head, &settings).await?);
         }
-        let out = splice(&head.bytes, end, tag.as_ref(), fixed, cap, &settings, n);
-        let done = head.done;
-        drop(head);
+        // Scored above from the bytes as the upstream sent them; renamed only now, on their way out.
+        let plan = tag_plan(&head.bytes, end, tag.as_ref(), fixed, cap, &settings, n);
+        let mut forged = ForgedFields::new();
+        let out = plan.start(&mut head.bytes, head.done, &mut forged);
+        let Head { bytes: held, done } = head;
         client.write_chunk(&out).await?;
-        let sent = out.len() as u64 + stream_rest(&mut self.up, client, done).await?;
+        let sent = out.len() as u64 + stream_rest(&mut self.up, client, done, forged, held).await?;
         client.finish_multiline().await?;
         if top.is_none()
             && let Some(mb) = self.mailbox.as_mut()
@@ -271,8 +274,8 @@ impl<C: Connect> Transaction<C> {
     }
 }
 
-/// The header with the tag spliced in (unchanged without a tag); warns when the tag's size is not what LIST said.
-fn splice(
+/// The tag for the header in `head` (none without a verdict); warns when its size is not what LIST said.
+fn tag_plan(
     head: &[u8],
     end: HeadEnd,
     tag: Option<&MsgTag>,
@@ -280,7 +283,7 @@ fn splice(
     cap: usize,
     settings: &TagSettings,
     n: u32,
-) -> Vec<u8> {
+) -> TagPlan {
     let plan = match tag {
         Some(tg) => {
             let v = TagVerdict {
@@ -306,28 +309,40 @@ fn splice(
             "the header changed since the scan; LIST size will be off"
         );
     }
-    let mut out = Vec::with_capacity(head.len() + plan.added_len());
-    plan.apply(head, &mut out);
-    out
+    plan
 }
 
-/// Streams the rest of the body (unless `done`) to the client as it comes; returns the bytes sent.
+/// Streams the rest of the body (unless `done`) to the client as it comes, after `held` (what `forged` held back of
+/// the head), renaming owned fields while the header lasts; returns the bytes sent.
 async fn stream_rest<T, S>(
     up: &mut Upstream<T>,
     client: &mut Client<S>,
     mut done: bool,
+    mut forged: ForgedFields,
+    held: Vec<u8>,
 ) -> Result<u64, SessionError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut sent = 0;
+    // A fresh buffer: `held` is a few bytes, but may sit in the whole head's allocation.
     let mut buf = Vec::with_capacity(crate::pop3::stream::READ_BUFFER);
-    while !done {
-        buf.clear();
-        done = up.chunk(&mut buf).await.map_err(SessionError::MidBody)?;
-        sent += buf.len() as u64;
-        client.write_chunk(&buf).await?;
+    buf.extend_from_slice(&held);
+    drop(held);
+    loop {
+        if !done {
+            done = up.chunk(&mut buf).await.map_err(SessionError::MidBody)?;
+        }
+        // Past the header this is the whole buffer at once; within it, at most a few bytes wait for the next chunk.
+        let ready = forged.rename(&mut buf, done);
+        if ready > 0 {
+            sent += ready as u64;
+            client.write_chunk(&buf[..ready]).await?;
+            buf.drain(..ready);
+        }
+        if done {
+            return Ok(sent);
+        }
     }
-    Ok(sent)
 }

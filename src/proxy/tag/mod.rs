@@ -1,10 +1,15 @@
 //! Tagging by splicing into the original bytes: `X-Spam-*` fields at the top of the header, a Subject prefix
 //! (RFC 2047-correct), the body untouched — and the exact number of bytes that adds, so LIST sizes stay true.
+//! Incoming fields of the names the proxy writes are renamed first, through the whole header but at the same length,
+//! so sizes do not depend on them ([`forged`]).
 //!
 //! Everything here depends only on the first `head_cap` bytes of a message (or the whole header when shorter), so the
 //! scan (from `TOP`) and the later `RETR` compute the same edit and the size announced in LIST is the size sent.
 
 use crate::filter::Class;
+
+pub mod forged;
+pub use forged::ForgedFields;
 
 /// Header bytes searched for the end of the header and the Subject field. Real headers are a few KiB; 64 KiB
 /// bounds the buffer held per RETR while covering long Received chains.
@@ -146,6 +151,17 @@ impl TagPlan {
             }
             _ => out.extend_from_slice(head),
         }
+    }
+
+    /// The first bytes to send of a message whose buffered start is `head` (`at_eof`: the whole message), with this
+    /// plan computed from the same bytes: owned fields renamed by `forged`, then the tag spliced in. What `forged`
+    /// holds back stays in `head`, to go ahead of the next bytes through the same `forged`.
+    pub fn start(&self, head: &mut Vec<u8>, at_eof: bool, forged: &mut ForgedFields) -> Vec<u8> {
+        let n = forged.rename(head, at_eof);
+        let mut out = Vec::with_capacity(n + self.added_len());
+        self.apply(&head[..n], &mut out);
+        head.drain(..n);
+        out
     }
 }
 

@@ -397,3 +397,311 @@ fn eol_detection() {
     assert_eq!(Eol::detect(b"\n"), Eol::Lf);
     assert_eq!(Eol::detect(b"abc"), Eol::Crlf);
 }
+
+// ---------------------------------------------------------------- forged fields
+
+/// A header that forges every kind of owned field: the SpamAssassin names (mixed case, folded, empty), an
+/// `X-Popguard-*` field; the body repeats one, which must stay.
+fn forged_msg(eol: &str) -> Vec<u8> {
+    [
+        "Return-Path: <x@example.org>",
+        "X-Spam-Flag: NO",
+        "x-SPAM-status: No, score=-10.0 required=5.0",
+        "\ttests=ALL_TRUSTED,",
+        " BAYES_00",
+        "Subject: cheap pills",
+        "X-Popguard-Verdict: ham",
+        "X-Spam-Level:",
+        "X-Not-Spam-Flag: kept, not an owned name",
+        "From: a@example.org",
+        "",
+        "X-Spam-Flag: NO in the body stays",
+        "",
+    ]
+    .join(eol)
+    .into_bytes()
+}
+
+/// The header part of `msg` (up to and including the blank line, or all of it).
+fn header_of(msg: &[u8]) -> &[u8] {
+    match find_header_end(msg, usize::MAX) {
+        HeadEnd::Found(n) => &msg[..n],
+        _ => msg,
+    }
+}
+
+/// The names (as written) of the fields in `header` whose name starts with an owned one, continuation lines aside.
+fn owned_names(header: &[u8]) -> Vec<String> {
+    header
+        .split(|&b| b == b'\n')
+        .filter(|l| {
+            forged::RENAMES
+                .iter()
+                .any(|(n, _)| l.len() >= n.len() && l[..n.len()].eq_ignore_ascii_case(n))
+        })
+        .map(|l| text(&l[..l.iter().position(|&b| b == b':').unwrap_or(l.len())]))
+        .collect()
+}
+
+/// Splits `msg` into chunks ending at `cuts` (sorted), the last one ending the message.
+fn chunks<'a>(msg: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    for &c in cuts {
+        let c = c.clamp(from, msg.len());
+        out.push(&msg[from..c]);
+        from = c;
+    }
+    out.push(&msg[from..]);
+    out
+}
+
+/// What the relay sends for `msg` arriving in `chunks`: it reads until the header's end is decided (bounded by
+/// `cap`), plans the tag from those bytes with `tag`, starts the splice, then streams the rest through the same
+/// [`ForgedFields`], holding back what it says. Checks the held bytes stay within [`forged::MAX_HELD`].
+fn relay(chunks: &[&[u8]], cap: usize, tag: &dyn Fn(&[u8], HeadEnd) -> TagPlan) -> Vec<u8> {
+    let mut next = chunks.iter();
+    let mut head = Vec::new();
+    let mut done = false;
+    let mut read = |buf: &mut Vec<u8>, done: &mut bool| {
+        buf.extend_from_slice(next.next().expect("read past the end"));
+        *done = next.len() == 0;
+    };
+    let end = loop {
+        match find_header_end(&head, cap) {
+            HeadEnd::NeedMore if !done => read(&mut head, &mut done),
+            HeadEnd::NeedMore => break HeadEnd::NoBody,
+            e => break e,
+        }
+    };
+    let plan = tag(&head, end);
+    let mut ff = ForgedFields::new();
+    let mut out = plan.start(&mut head, done, &mut ff);
+    let mut buf = head;
+    loop {
+        assert!(buf.len() <= forged::MAX_HELD, "held {}", buf.len());
+        if !done {
+            read(&mut buf, &mut done);
+        }
+        let ready = ff.rename(&mut buf, done);
+        out.extend_from_slice(&buf[..ready]);
+        buf.drain(..ready);
+        if done {
+            assert!(buf.is_empty(), "everything is sent at the end");
+            return out;
+        }
+    }
+}
+
+/// The tag plans the relay makes: `exact` with [`plan`], else [`plan_fixed`] at [`FIXED_TAG_SIZE`].
+fn tagger(class: Class, exact: bool, cap: usize) -> impl Fn(&[u8], HeadEnd) -> TagPlan {
+    move |head: &[u8], end: HeadEnd| {
+        let r = rules();
+        let v = TagVerdict {
+            class,
+            score: 7.25,
+            rules: &r,
+        };
+        let eol = Eol::Crlf;
+        if exact {
+            plan(head, end, cap, v, &settings(), eol)
+        } else {
+            plan_fixed(head, end, cap, v, &settings(), eol, FIXED_TAG_SIZE)
+        }
+    }
+}
+
+#[test]
+fn renames_keep_the_length_and_leave_no_owned_name() {
+    for (from, to) in forged::RENAMES {
+        assert_eq!(from.len(), to.len(), "sizes must not change");
+        for (owned, _) in forged::RENAMES {
+            assert!(
+                !to.to_ascii_lowercase()
+                    .starts_with(&owned.to_ascii_lowercase())
+            );
+        }
+    }
+    let longest = forged::RENAMES.iter().map(|(f, _)| f.len()).max().unwrap();
+    assert_eq!(forged::MAX_HELD, longest - 1);
+}
+
+#[test]
+fn forged_fields_are_renamed_folded_mixed_case_lf_and_crlf() {
+    for eol in ["\r\n", "\n"] {
+        let mut msg = forged_msg(eol);
+        let original = msg.clone();
+        assert_eq!(ForgedFields::new().rename(&mut msg, true), msg.len());
+        assert_eq!(msg.len(), original.len());
+        let want = [
+            "Return-Path: <x@example.org>",
+            "X-Prev-Flag: NO",
+            "X-Prev-status: No, score=-10.0 required=5.0",
+            "\ttests=ALL_TRUSTED,",
+            " BAYES_00",
+            "Subject: cheap pills",
+            "X-Prev-Pgd-Verdict: ham",
+            "X-Prev-Level:",
+            "X-Not-Spam-Flag: kept, not an owned name",
+            "From: a@example.org",
+            "",
+            "X-Spam-Flag: NO in the body stays",
+            "",
+        ]
+        .join(eol);
+        assert_eq!(text(&msg), want);
+    }
+    // Continuation lines are the field above them, whatever they say; an empty header ends at once.
+    let mut m = b"To: a\r\n X-Spam-Flag: NO\r\n\r\n".to_vec();
+    ForgedFields::new().rename(&mut m, true);
+    assert_eq!(m, b"To: a\r\n X-Spam-Flag: NO\r\n\r\n");
+    let mut m = b"\r\nX-Spam-Flag: NO\r\n".to_vec();
+    ForgedFields::new().rename(&mut m, true);
+    assert_eq!(m, b"\r\nX-Spam-Flag: NO\r\n");
+    // A whole-header message without a final line end, and the obsolete `Name :` form.
+    let mut m = b"X-Spam-Flag : NO\r\nX-SPAM-".to_vec();
+    ForgedFields::new().rename(&mut m, true);
+    assert_eq!(m, b"X-Prev-Flag : NO\r\nX-Prev-");
+}
+
+#[test]
+fn tagged_delivery_has_only_the_proxys_fields_and_the_promised_size() {
+    for eol in ["\r\n", "\n"] {
+        let msg = forged_msg(eol);
+        let top_len = header_of(&msg).len();
+        for class in [Class::Spam, Class::Unsure, Class::Ham] {
+            for exact in [true, false] {
+                let label = format!("{eol:?} {class:?} exact={exact}");
+                let tag = tagger(class, exact, MAX_TAG_HEADER);
+                let p = tag(&msg, head_end(&msg, MAX_TAG_HEADER, true));
+                if !exact {
+                    assert_eq!(p.added_len(), FIXED_TAG_SIZE, "{label}");
+                }
+                let out = relay(&[&msg[..]], MAX_TAG_HEADER, &tag);
+                assert_eq!(out.len(), msg.len() + p.added_len(), "{label}: LIST size");
+                assert!(out.starts_with(&p.top), "{label}");
+                let theirs = header_of(&out[p.top.len()..]);
+                assert_eq!(owned_names(theirs), Vec::<String>::new(), "{label}");
+                assert_eq!(
+                    owned_names(&p.top).len(),
+                    if class == Class::Spam { 3 } else { 1 },
+                    "{label}: the proxy's own fields stay"
+                );
+                let t = text(&out);
+                assert!(t.contains("X-Prev-Flag: NO"), "{label}: {t}");
+                assert!(t.contains("X-Prev-status: No, score=-10.0"), "{label}");
+                assert!(t.ends_with(&format!("{eol}X-Spam-Flag: NO in the body stays{eol}")));
+                if class == Class::Spam {
+                    assert!(t.contains("Subject: [SPAM] cheap pills"), "{label}");
+                }
+                // TOP 0 gets the header alone from the upstream and shows what RETR shows of it.
+                let top = relay(&[&msg[..top_len]], MAX_TAG_HEADER, &tag);
+                assert_eq!(top, out[..top_len + p.added_len()], "{label}: TOP");
+                // The same bytes whatever the upstream's chunks: one cut anywhere, two cuts around every owned name.
+                for cut in 0..=msg.len() {
+                    assert_eq!(
+                        relay(&chunks(&msg, &[cut]), MAX_TAG_HEADER, &tag),
+                        out,
+                        "{label}: cut at {cut}"
+                    );
+                }
+                for a in 0..top_len {
+                    for b in a..(a + 12).min(msg.len()) {
+                        assert_eq!(relay(&chunks(&msg, &[a, b]), MAX_TAG_HEADER, &tag), out);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn forged_fields_past_the_header_cap_are_renamed_too() {
+    // A header longer than the cap: the tag sees only the first `cap` bytes, the renaming the whole header.
+    let cap = 200;
+    let mut msg = Vec::new();
+    for i in 0..20 {
+        msg.extend_from_slice(format!("Received: hop {i} {}\r\n", "y".repeat(30)).as_bytes());
+    }
+    msg.extend_from_slice(
+        b"Subject: late\r\nX-Spam-Flag: NO\r\nX-Spam-Status: No,\r\n score=-10.0\r\n",
+    );
+    msg.extend_from_slice(b"X-Popguard-Released: yes\r\n\r\nX-Spam-Flag: body\r\n");
+    assert_eq!(head_end(&msg, cap, true), HeadEnd::Overlong);
+    for exact in [true, false] {
+        let tag = tagger(Class::Spam, exact, cap);
+        let p = tag(&msg, head_end(&msg, cap, true));
+        let out = relay(&[&msg[..]], cap, &tag);
+        assert_eq!(out.len(), msg.len() + p.added_len());
+        assert_eq!(
+            owned_names(header_of(&out[p.top.len()..])),
+            Vec::<String>::new()
+        );
+        assert!(text(&out).ends_with("\r\nX-Prev-Pgd-Released: yes\r\n\r\nX-Spam-Flag: body\r\n"));
+        // Streamed in small chunks (the relay's state crosses every boundary), the same bytes.
+        for size in 1..=13 {
+            let cuts: Vec<usize> = (size..msg.len()).step_by(size).collect();
+            assert_eq!(
+                relay(&chunks(&msg, &cuts), cap, &tag),
+                out,
+                "chunks of {size}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_forged_fields_take_one_pass_and_hold_back_a_few_bytes() {
+    const FIELDS: usize = 10_000;
+    let mut msg = b"Subject: flood\r\n".to_vec();
+    for i in 0..FIELDS {
+        msg.extend_from_slice(
+            format!("X-Spam-Status: No, score=-{i}.0\r\n\ttests=NONE\r\n").as_bytes(),
+        );
+    }
+    msg.extend_from_slice(b"\r\nbody\r\n");
+    let tag = tagger(Class::Spam, true, MAX_TAG_HEADER);
+    let p = tag(&msg, head_end(&msg, MAX_TAG_HEADER, true));
+    let started = std::time::Instant::now();
+    let out = relay(&[&msg[..]], MAX_TAG_HEADER, &tag);
+    let whole = started.elapsed();
+    assert_eq!(out.len(), msg.len() + p.added_len());
+    assert_eq!(text(&out).matches("X-Prev-Status: No").count(), FIELDS);
+    assert_eq!(
+        owned_names(header_of(&out[p.top.len()..])),
+        Vec::<String>::new()
+    );
+    // Past the buffered head, chunks of 7 bytes: every name is split, the held bytes stay within MAX_HELD (checked
+    // in `relay`).
+    let cuts: Vec<usize> = (MAX_TAG_HEADER + 1000..msg.len()).step_by(7).collect();
+    let started = std::time::Instant::now();
+    assert_eq!(relay(&chunks(&msg, &cuts), MAX_TAG_HEADER, &tag), out);
+    let chunked = started.elapsed();
+    // Linear work: generous bounds for a debug build on a busy machine (measured: a few ms each).
+    assert!(
+        whole.as_secs() < 2 && chunked.as_secs() < 5,
+        "{whole:?} {chunked:?}"
+    );
+}
+
+#[test]
+fn delivered_copy_keeps_the_training_digest_and_tokens_of_the_original() {
+    use crate::filter::bayes::message_digest;
+    use crate::filter::bayes::tokenize::Tokenizer;
+    for eol in ["\r\n", "\n"] {
+        let msg = forged_msg(eol);
+        for class in [Class::Spam, Class::Ham] {
+            let tag = tagger(class, true, MAX_TAG_HEADER);
+            let out = relay(&[&msg[..]], MAX_TAG_HEADER, &tag);
+            assert_eq!(
+                message_digest(&out, "[SPAM]"),
+                message_digest(&msg, "[SPAM]")
+            );
+            if class == Class::Ham {
+                // Ham has no Subject prefix: the only differences are the proxy's field and the renamed ones.
+                let tokens = |m: &[u8]| Tokenizer::new().tokenize(m, 4000, false).hashes;
+                assert_eq!(tokens(&out), tokens(&msg));
+            }
+        }
+    }
+}

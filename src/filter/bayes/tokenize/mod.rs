@@ -367,9 +367,10 @@ fn truncate_str(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Header fields that a mail client, a filter or this proxy adds after delivery: never evidence.
+/// Fields a mail client, a filter or this proxy adds after delivery (`x-prev-`: tags it renamed): never evidence.
 fn ignored_header(lname: &str) -> bool {
     lname.starts_with("x-spam-")
+        || lname.starts_with("x-prev-")
         || lname.starts_with("x-bogosity")
         || lname.starts_with("x-popguard")
         || matches!(
