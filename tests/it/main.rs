@@ -11,6 +11,7 @@ mod faults;
 mod hostile_input;
 mod layers;
 mod peers_dovecot;
+mod pipelining_flood;
 mod proxy_net;
 mod proxy_peers;
 mod proxy_session;
