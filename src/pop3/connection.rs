@@ -10,10 +10,19 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::limits::MAX_CAPA_BYTES;
+use super::limits::{MAX_CAPA_BYTES, MAX_COMMAND_LINE};
 use super::listing::{Listing, ListingParser, Value};
 use super::{Capabilities, Command, Pop3Error, Pop3Stream, Response, Status, auth};
 use crate::tls::{self, MaybeTls, TlsError};
+
+/// Commands a connection holds queued and not yet sent (pipelining, RFC 2449 §6.6). Callers keep far fewer in
+/// flight (the proxy's scan 16, its read-ahead 8) and every read sends the queue first, so reaching this means a
+/// caller queues in a loop without flushing: the connection then refuses ([`Pop3Error::QueueFull`]) instead of
+/// holding an unbounded queue. A command line is at most `MAX_COMMAND_LINE` octets (RFC 2449 §4), so a full
+/// queue is about 16 KiB, under the stream's high-water mark.
+pub const MAX_QUEUED_COMMANDS: usize = 64;
+
+const _: () = assert!(MAX_QUEUED_COMMANDS * MAX_COMMAND_LINE <= super::stream::WRITE_HIGH_WATER);
 
 /// What a [`dial`] timeout reports: the budget covers all three steps.
 pub const DIAL_STEPS: &str = "the TCP connection, TLS handshake and greeting";
@@ -66,6 +75,11 @@ pub struct Connection<S> {
     greeting: Response,
     /// `None`: not asked in this state; `Some(None)`: CAPA refused; `Some(Some(c))`: the list.
     caps: Option<Option<Capabilities>>,
+    /// Commands queued since the stream last had nothing waiting to go out.
+    queued: usize,
+    /// A command was refused by a full queue: the caller's view of the conversation is wrong, so every later
+    /// step fails.
+    overflowed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -76,6 +90,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             timeout,
             greeting: Response::ok(""),
             caps: None,
+            queued: 0,
+            overflowed: false,
         }
     }
 
@@ -134,27 +150,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             timeout: self.timeout,
             greeting: self.greeting,
             caps: self.caps,
+            queued: self.queued,
+            overflowed: self.overflowed,
         }
     }
 
     /// Sends one command (flushed, with anything queued before it).
     pub async fn send(&mut self, cmd: &Command) -> Result<(), Pop3Error> {
+        self.in_step()?;
         tracing::trace!(dir = "c→s", %cmd);
         timed(self.timeout, cmd.verb(), self.stream.write_command(cmd)).await
     }
 
-    /// Queues a command without sending it (pipelining, RFC 2449 §6.6); [`flush`](Self::flush) sends the batch.
+    /// Queues a command without sending it (pipelining, RFC 2449 §6.6); [`flush`](Self::flush) sends the batch,
+    /// and so does the next read. Past [`MAX_QUEUED_COMMANDS`] unsent commands the command is refused and every
+    /// later step fails with [`Pop3Error::QueueFull`].
     pub fn queue(&mut self, cmd: &Command) {
+        if self.stream.queued_output() == 0 {
+            self.queued = 0;
+        }
+        if self.queued >= MAX_QUEUED_COMMANDS {
+            self.overflowed = true;
+            return;
+        }
         tracing::trace!(dir = "c→s", %cmd, "queued");
         self.stream.queue_raw(&cmd.to_wire());
+        self.queued += 1;
+    }
+
+    /// Commands queued and not yet sent.
+    pub fn queued_commands(&self) -> usize {
+        if self.stream.queued_output() == 0 {
+            0
+        } else {
+            self.queued
+        }
     }
 
     pub async fn flush(&mut self) -> Result<(), Pop3Error> {
+        self.in_step()?;
         timed(self.timeout, "sending queued commands", self.stream.flush()).await
+    }
+
+    /// Fails once a command was refused by a full queue: the answers would no longer match the commands.
+    fn in_step(&self) -> Result<(), Pop3Error> {
+        if self.overflowed {
+            Err(Pop3Error::QueueFull {
+                limit: MAX_QUEUED_COMMANDS,
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// Sends a raw line (a SASL response); CR and LF inside it are dropped so it stays one line.
     pub async fn send_line(&mut self, line: &[u8], what: &'static str) -> Result<(), Pop3Error> {
+        self.in_step()?;
         let mut wire = Vec::with_capacity(line.len() + 2);
         wire.extend(line.iter().copied().filter(|&b| b != b'\r' && b != b'\n'));
         wire.extend_from_slice(b"\r\n");
@@ -165,6 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// The next status line; `what` names it in a timeout.
     pub async fn response(&mut self, what: &'static str) -> Result<Response, Pop3Error> {
+        self.in_step()?;
         let r = timed(self.timeout, what, self.stream.read_response()).await?;
         tracing::trace!(dir = "s→c", response = %r);
         Ok(r)
@@ -182,6 +234,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         out: &mut Vec<u8>,
         what: &'static str,
     ) -> Result<bool, Pop3Error> {
+        self.in_step()?;
         timed(self.timeout, what, self.stream.read_multiline_chunk(out)).await
     }
 
@@ -302,6 +355,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             timeout: self.timeout,
             greeting: self.greeting,
             caps: None,
+            queued: 0,
+            overflowed: false,
         })
     }
 }
@@ -365,6 +420,43 @@ mod tests {
         let mut sent = String::new();
         server.read_to_string(&mut sent).await.unwrap();
         assert_eq!(sent, "CAPA\r\nUIDL\r\n");
+    }
+
+    #[tokio::test]
+    async fn the_pipelining_queue_is_bounded() {
+        let (mut c, mut server) = scripted(b"+OK ready\r\n").await;
+        // Flushing (or reading) empties the queue, so window after window is fine.
+        for _ in 0..3 {
+            for n in 1..=MAX_QUEUED_COMMANDS as u32 {
+                c.queue(&Command::Retr(n));
+            }
+            assert_eq!(c.queued_commands(), MAX_QUEUED_COMMANDS);
+            c.flush().await.unwrap();
+            assert_eq!(c.queued_commands(), 0);
+        }
+        let mut sent = vec![0; 3 * MAX_QUEUED_COMMANDS * b"RETR 64\r\n".len()];
+        let n = server.read(&mut sent).await.unwrap();
+        assert!(n > 0);
+        // One more than the queue holds: refused, and the connection stays refused rather than out of step.
+        for n in 0..=MAX_QUEUED_COMMANDS as u32 {
+            c.queue(&Command::Retr(n + 1));
+        }
+        assert_eq!(c.queued_commands(), MAX_QUEUED_COMMANDS);
+        for e in [
+            c.flush().await.unwrap_err(),
+            c.response("RETR").await.unwrap_err(),
+            c.send(&Command::Noop).await.unwrap_err(),
+        ] {
+            assert!(
+                matches!(
+                    e,
+                    Pop3Error::QueueFull {
+                        limit: MAX_QUEUED_COMMANDS
+                    }
+                ),
+                "{e}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -53,6 +53,14 @@ pub enum Pop3Error {
     #[error("TLS failed: {0}")]
     Tls(TlsError),
 
+    /// More commands were queued without being sent than a connection holds; the one past the limit was not
+    /// queued, so the conversation is out of step.
+    #[error(
+        "more than {limit} commands queued without being sent (flush, or read their answers, before queueing \
+         more); the connection is out of step and must be closed"
+    )]
+    QueueFull { limit: usize },
+
     /// A `-ERR` where the connection cannot go on without `+OK` (the greeting, STLS).
     #[error("the server refused {command}: {response}")]
     Refused {

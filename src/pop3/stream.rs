@@ -13,8 +13,11 @@ use super::response::{RESPONSE_LINE_READ_LIMIT, Response};
 /// Size of the read buffer: the most we hold of unread input, and the most one `read_multiline_chunk` yields.
 pub const READ_BUFFER: usize = 16 * 1024;
 
-/// Outgoing data is written to the peer once this much is queued (a multi-line body is streamed in pieces of
-/// about this size); smaller replies wait for the flush that ends them.
+/// The most output one connection holds for its peer: once this much is queued it is written before anything
+/// else is queued (a multi-line body is streamed in pieces of about this size, and a run of pipelined replies is
+/// cut here). A peer that sends commands and never reads then meets TCP backpressure — the write waits, under the
+/// caller's write or inactivity timer — instead of growing our memory; 64 KiB is a few TCP windows' worth, so
+/// batching still saves the syscalls that matter.
 pub const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 /// An over-long line is skipped up to its LF so the session can answer `-ERR` and go on; past this many octets
@@ -24,12 +27,19 @@ pub const MAX_DISCARD: usize = 1 << 20;
 
 /// A POP3 connection. Reads are buffered in a fixed [`READ_BUFFER`]; writes queue in memory until the reply is
 /// complete and are then flushed once.
+///
+/// The flush policy for a loop that answers commands is [`Pop3Stream::flush_if_needed`], and no read ever waits
+/// on the peer while output is queued (it is flushed first): a peer that pipelines never waits for a reply we
+/// hold, and what we hold stays under [`WRITE_HIGH_WATER`] plus one reply.
 pub struct Pop3Stream<S> {
     inner: S,
     rbuf: Box<[u8]>,
     rpos: usize,
     rend: usize,
     wbuf: Vec<u8>,
+    /// How much of `wbuf` the peer already has: a write cut short by a timeout resumes here, so nothing is sent
+    /// twice.
+    wpos: usize,
     /// The multi-line body being read, if one was started and not finished.
     unstuffer: Option<Unstuffer>,
     /// The multi-line body being written, if one was started and not finished.
@@ -44,6 +54,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Stream<S> {
             rpos: 0,
             rend: 0,
             wbuf: Vec::with_capacity(1024),
+            wpos: 0,
             unstuffer: None,
             stuffer: None,
         }
@@ -169,8 +180,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Stream<S> {
         }
     }
 
-    /// Reads more input into the buffer; returns how many octets arrived (0 = end of stream).
+    /// Reads more input into the buffer; returns how many octets arrived (0 = end of stream). Queued output is
+    /// sent first: the peer may be waiting for it before it sends more (a client that pipelines and leaves half
+    /// a command at the end of each write, or commands queued towards a server), and holding it while waiting
+    /// would let it grow without bound.
     async fn fill(&mut self) -> Result<usize, Pop3Error> {
+        if self.queued_output() > 0 {
+            self.flush().await?;
+        }
         if self.rpos == self.rend {
             self.rpos = 0;
             self.rend = 0;
@@ -263,9 +280,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Stream<S> {
         self.stuffer
             .get_or_insert_with(Stuffer::new)
             .stuff(data, &mut self.wbuf);
-        if self.wbuf.len() >= WRITE_HIGH_WATER {
-            self.inner.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
+        if self.queued_output() >= WRITE_HIGH_WATER {
+            self.write_queued().await?;
         }
         Ok(())
     }
@@ -282,11 +298,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Stream<S> {
 
     /// Sends everything queued and flushes the transport (for TLS, this emits the records).
     pub async fn flush(&mut self) -> Result<(), Pop3Error> {
-        if !self.wbuf.is_empty() {
-            self.inner.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
-        }
+        self.write_queued().await?;
         self.inner.flush().await?;
+        Ok(())
+    }
+
+    /// Writes what is queued. Safe to cancel (a timeout): `wpos` records what the peer already has.
+    async fn write_queued(&mut self) -> Result<(), Pop3Error> {
+        while self.wpos < self.wbuf.len() {
+            let n = self.inner.write(&self.wbuf[self.wpos..]).await?;
+            if n == 0 {
+                return Err(Pop3Error::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.wpos += n;
+        }
+        self.wbuf.clear();
+        self.wpos = 0;
         Ok(())
     }
 
@@ -297,9 +324,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Stream<S> {
         Ok(())
     }
 
-    /// Whether the peer sent bytes we have not consumed yet (pipelined commands).
+    /// Whether the peer sent bytes we have not consumed yet (pipelined commands, or part of one).
     pub fn has_buffered_input(&self) -> bool {
         self.rpos < self.rend
+    }
+
+    /// Whether a whole line (up to its LF) is waiting in the read buffer: the next command can be read without
+    /// waiting on the peer. Half a line does not count: the rest may come only after the peer reads our replies.
+    pub fn has_buffered_line(&self) -> bool {
+        self.rbuf[self.rpos..self.rend].contains(&b'\n')
+    }
+
+    /// Octets queued for the peer and not yet written.
+    pub fn queued_output(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+
+    /// Whether [`Pop3Stream::flush_if_needed`] would write now.
+    pub fn needs_flush(&self) -> bool {
+        !self.has_buffered_line() || self.queued_output() >= WRITE_HIGH_WATER
+    }
+
+    /// The one flush policy after a reply is queued (server and proxy alike): the replies to pipelined commands
+    /// leave in one write (RFC 2449 §6.6), so wait only while the next command is already complete in the read
+    /// buffer and less than [`WRITE_HIGH_WATER`] is queued; otherwise flush now. Waiting on a half command
+    /// instead would hold every reply until the peer completes it, which it may never do without them.
+    pub async fn flush_if_needed(&mut self) -> Result<(), Pop3Error> {
+        if self.needs_flush() {
+            self.flush().await
+        } else {
+            Ok(())
+        }
     }
 
     /// The transport, for the STLS upgrade; build a fresh `Pop3Stream` on the TLS stream afterwards so no parser
@@ -330,355 +385,4 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pop3Stream<S> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-
-    use tokio::io::ReadBuf;
-
-    use super::*;
-    use crate::pop3::response::Status;
-    use crate::secret::Secret;
-
-    /// Serves `input` in pieces of `chunk` octets and records writes and flushes.
-    struct Scripted {
-        input: Vec<u8>,
-        pos: usize,
-        chunk: usize,
-        written: Vec<u8>,
-        flushes: usize,
-    }
-
-    impl Scripted {
-        fn new(input: &[u8], chunk: usize) -> Self {
-            Scripted {
-                input: input.to_vec(),
-                pos: 0,
-                chunk: chunk.max(1),
-                written: Vec::new(),
-                flushes: 0,
-            }
-        }
-    }
-
-    impl AsyncRead for Scripted {
-        fn poll_read(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            buf: &mut ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            let n = self
-                .chunk
-                .min(buf.remaining())
-                .min(self.input.len() - self.pos);
-            let start = self.pos;
-            buf.put_slice(&self.input[start..start + n]);
-            self.pos += n;
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    impl AsyncWrite for Scripted {
-        fn poll_write(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            data: &[u8],
-        ) -> Poll<std::io::Result<usize>> {
-            self.written.extend_from_slice(data);
-            Poll::Ready(Ok(data.len()))
-        }
-        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            self.flushes += 1;
-            Poll::Ready(Ok(()))
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            Poll::Ready(Ok(()))
-        }
-    }
-
-    fn stream(input: &[u8], chunk: usize) -> Pop3Stream<Scripted> {
-        Pop3Stream::new(Scripted::new(input, chunk))
-    }
-
-    #[tokio::test]
-    async fn commands_at_every_chunk_size() {
-        let wire = b"USER alice\r\nPASS se cret\r\nSTAT\nLIST 2\r\nRETR 0\r\nTOP 1 0\r\nXYZZY\r\n\r\nQUIT\r\n";
-        for chunk in 1..=wire.len() {
-            let mut s = stream(wire, chunk);
-            let mut got = Vec::new();
-            while let Some(c) = s.read_command().await.unwrap() {
-                got.push(c);
-            }
-            assert_eq!(
-                got,
-                vec![
-                    Ok(Command::User("alice".into())),
-                    Ok(Command::Pass(Secret::new("se cret"))),
-                    Ok(Command::Stat),
-                    Ok(Command::List(Some(2))),
-                    Err(CommandError::ZeroMessageNumber { verb: "RETR" }),
-                    Ok(Command::Top(1, 0)),
-                    Ok(Command::Unknown("XYZZY".into())),
-                    Err(CommandError::Empty),
-                    Ok(Command::Quit),
-                ],
-                "chunk size {chunk}"
-            );
-        }
-    }
-
-    #[tokio::test]
-    async fn responses_and_bodies_at_every_chunk_size() {
-        let wire: &[u8] =
-            b"+OK POP3 ready\r\n+OK 2 messages\r\n1 120\r\n2 200\r\n.\r\n+OK 17 octets\r\n\
-            Subject: x\r\n\r\n..dot\nbare lf\r\n.\r\n+OK\r\n.\r\n-ERR [SYS/TEMP] busy\r\n";
-        for chunk in 1..=wire.len() {
-            let mut s = stream(wire, chunk);
-            assert_eq!(s.read_response().await.unwrap(), Response::ok("POP3 ready"));
-            assert!(s.read_response().await.unwrap().is_ok());
-            assert_eq!(s.read_multiline(1000).await.unwrap(), b"1 120\r\n2 200\r\n");
-            assert!(s.read_response().await.unwrap().is_ok());
-            let mut body = Vec::new();
-            while !s.read_multiline_chunk(&mut body).await.unwrap() {}
-            assert_eq!(
-                body, b"Subject: x\r\n\r\n.dot\r\nbare lf\r\n",
-                "chunk size {chunk}"
-            );
-            assert!(s.read_response().await.unwrap().is_ok());
-            assert_eq!(
-                s.read_multiline(1000).await.unwrap(),
-                b"",
-                "empty body, chunk size {chunk}"
-            );
-            let r = s.read_response().await.unwrap();
-            assert_eq!(
-                (r.status, r.code.clone()),
-                (Status::Err, Some(crate::pop3::RespCode::SysTemp))
-            );
-            assert!(matches!(s.read_response().await, Err(Pop3Error::Closed)));
-        }
-    }
-
-    #[tokio::test]
-    async fn ten_thousand_pipelined_commands() {
-        let mut wire = Vec::new();
-        for i in 1..=10_000u32 {
-            wire.extend_from_slice(format!("RETR {i}\r\n").as_bytes());
-        }
-        let mut s = stream(&wire, wire.len());
-        for i in 1..=10_000u32 {
-            assert_eq!(s.read_command().await.unwrap(), Some(Ok(Command::Retr(i))));
-        }
-        assert_eq!(s.read_command().await.unwrap(), None);
-    }
-
-    #[tokio::test]
-    async fn megabyte_line_is_an_error_then_the_session_goes_on() {
-        let mut wire = vec![b'A'; 1_000_000];
-        wire.extend_from_slice(b"\r\nNOOP\r\n");
-        let mut s = stream(&wire, 64 * 1024);
-        assert_eq!(
-            s.read_command().await.unwrap(),
-            Some(Err(CommandError::TooLong {
-                limit: COMMAND_LINE_READ_LIMIT
-            }))
-        );
-        assert_eq!(s.read_command().await.unwrap(), Some(Ok(Command::Noop)));
-        assert_eq!(s.rbuf.len(), READ_BUFFER, "the read buffer never grows");
-
-        // No LF at all: past MAX_DISCARD the caller is told to close.
-        let wire = vec![b'A'; MAX_DISCARD + 2 * READ_BUFFER];
-        let mut s = stream(&wire, READ_BUFFER);
-        assert!(matches!(
-            s.read_command().await,
-            Err(Pop3Error::LineTooLong {
-                resynced: false,
-                ..
-            })
-        ));
-
-        let mut long = vec![b'+'; RESPONSE_LINE_READ_LIMIT + 10];
-        long.extend_from_slice(b"\r\n+OK\r\n");
-        let mut s = stream(&long, 100);
-        assert!(matches!(
-            s.read_response().await,
-            Err(Pop3Error::LineTooLong { resynced: true, .. })
-        ));
-        assert!(s.read_response().await.unwrap().is_ok());
-    }
-
-    #[tokio::test]
-    async fn line_limit_is_exact() {
-        let mut ok = vec![b'x'; 10];
-        ok.extend_from_slice(b"\r\n");
-        assert_eq!(
-            stream(&ok, 3).read_line(10).await.unwrap(),
-            Some(vec![b'x'; 10])
-        );
-        let mut long = vec![b'x'; 11];
-        long.extend_from_slice(b"\r\n");
-        assert!(matches!(
-            stream(&long, 3).read_line(10).await,
-            Err(Pop3Error::LineTooLong { .. })
-        ));
-        let mut long_lf = vec![b'x'; 11];
-        long_lf.push(b'\n');
-        assert!(matches!(
-            stream(&long_lf, 3).read_line(10).await,
-            Err(Pop3Error::LineTooLong { .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn nul_and_invalid_utf8_do_not_panic() {
-        let wire = b"\x00\xff\xfe\r\nUSER \xff\xfe\r\nPASS \x00\r\n\xc3\x28 1\r\n+OK \xff\r\n";
-        let mut s = stream(wire, 2);
-        assert!(matches!(
-            s.read_command().await.unwrap(),
-            Some(Ok(Command::Unknown(_)))
-        ));
-        assert!(matches!(
-            s.read_command().await.unwrap(),
-            Some(Err(CommandError::InvalidUtf8 { .. }))
-        ));
-        assert!(matches!(
-            s.read_command().await.unwrap(),
-            Some(Err(CommandError::ControlCharacter { .. }))
-        ));
-        assert!(matches!(
-            s.read_command().await.unwrap(),
-            Some(Ok(Command::Unknown(_)))
-        ));
-        assert!(s.read_response().await.unwrap().is_ok());
-    }
-
-    #[tokio::test]
-    async fn eof_clean_versus_mid_line() {
-        assert_eq!(stream(b"", 1).read_command().await.unwrap(), None);
-        assert!(matches!(
-            stream(b"NOOP", 1).read_command().await,
-            Err(Pop3Error::UnexpectedEof)
-        ));
-        assert!(matches!(
-            stream(b"", 1).read_response().await,
-            Err(Pop3Error::Closed)
-        ));
-        let mut s = stream(b"line one\r\nline tw", 4);
-        let mut out = Vec::new();
-        let mut result = Ok(false);
-        while let Ok(false) = result {
-            result = s.read_multiline_chunk(&mut out).await;
-        }
-        assert!(matches!(result, Err(Pop3Error::UnexpectedEof)));
-    }
-
-    #[tokio::test]
-    async fn multiline_limit_keeps_the_stream_in_step() {
-        let mut s = stream(b"0123456789\r\n0123456789\r\n.\r\n+OK next\r\n", 5);
-        assert!(matches!(
-            s.read_multiline(15).await,
-            Err(Pop3Error::TooLarge { limit: 15 })
-        ));
-        assert_eq!(s.read_response().await.unwrap(), Response::ok("next"));
-    }
-
-    #[tokio::test]
-    async fn writes_stuff_and_flush_once_per_reply() {
-        let body = b"From: a\n.hidden\r\n\r\n..two\nlast line without end";
-        for split in 0..=body.len() {
-            let mut s = stream(b"", 1);
-            s.queue_response(&Response::ok("message follows"));
-            s.write_multiline_chunk(&body[..split]).await.unwrap();
-            s.write_multiline_chunk(&body[split..]).await.unwrap();
-            s.finish_multiline().await.unwrap();
-            let inner = s.into_inner();
-            let mut want = b"+OK message follows\r\n".to_vec();
-            want.extend_from_slice(&Stuffer::stuff_all(body));
-            assert_eq!(inner.written, want);
-            assert_eq!(inner.flushes, 1, "one flush per reply");
-        }
-        let mut s = stream(b"", 1);
-        s.write_response(&Response::err("no such message"))
-            .await
-            .unwrap();
-        s.write_command(&Command::Retr(3)).await.unwrap();
-        s.finish_multiline().await.unwrap();
-        let inner = s.into_inner();
-        assert_eq!(inner.written, b"-ERR no such message\r\nRETR 3\r\n.\r\n");
-        assert_eq!(inner.flushes, 3);
-    }
-
-    #[tokio::test]
-    async fn stls_refuses_pipelined_plaintext() {
-        let mut s = stream(b"STLS\r\nUSER injected\r\n", 100);
-        assert_eq!(s.read_command().await.unwrap(), Some(Ok(Command::Stls)));
-        assert!(s.has_buffered_input());
-        assert!(matches!(
-            s.into_inner_checked(),
-            Err(Pop3Error::BufferedInputAfterStls)
-        ));
-        let mut s = stream(b"STLS\r\n", 100);
-        assert_eq!(s.read_command().await.unwrap(), Some(Ok(Command::Stls)));
-        assert!(s.into_inner_checked().is_ok());
-    }
-
-    #[tokio::test]
-    async fn sasl_exchange_lines() {
-        let mut s = stream(
-            b"AUTH PLAIN\r\nAGFsaWNlAHNlY3JldA==\r\nAUTH PLAIN\r\n*\r\n",
-            3,
-        );
-        assert!(matches!(
-            s.read_command().await.unwrap(),
-            Some(Ok(Command::Auth { .. }))
-        ));
-        s.write_response(&Response::cont("")).await.unwrap();
-        assert_eq!(
-            s.read_sasl_response().await.unwrap(),
-            Ok(SaslResponse::Data(Secret::new("AGFsaWNlAHNlY3JldA==")))
-        );
-        assert!(matches!(
-            s.read_command().await.unwrap(),
-            Some(Ok(Command::Auth { .. }))
-        ));
-        assert_eq!(
-            s.read_sasl_response().await.unwrap(),
-            Ok(SaslResponse::Cancel)
-        );
-        assert!(matches!(
-            s.read_sasl_response().await,
-            Err(Pop3Error::Closed)
-        ));
-        assert_eq!(s.into_inner().written, b"+ \r\n");
-    }
-
-    #[tokio::test]
-    async fn works_over_a_duplex_pipe() {
-        let (a, b) = tokio::io::duplex(64);
-        let mut client = Pop3Stream::new(a);
-        let mut server = Pop3Stream::new(b);
-        let big: Vec<u8> = (0..200_000u32)
-            .map(|i| if i % 77 == 0 { b'\n' } else { b'.' })
-            .collect();
-        let big2 = big.clone();
-        let srv = tokio::spawn(async move {
-            let cmd = server.read_command().await.unwrap();
-            assert_eq!(cmd, Some(Ok(Command::Retr(1))));
-            server.queue_response(&Response::ok("follows"));
-            for piece in big2.chunks(1000) {
-                server.write_multiline_chunk(piece).await.unwrap();
-            }
-            server.finish_multiline().await.unwrap();
-        });
-        let test = async {
-            client.write_command(&Command::Retr(1)).await.unwrap();
-            assert!(client.read_response().await.unwrap().is_ok());
-            let body = client.read_multiline(1 << 20).await.unwrap();
-            assert_eq!(body, crate::pop3::multiline::normalize(&big));
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(20), test)
-            .await
-            .unwrap();
-        srv.await.unwrap();
-    }
-}
+mod tests;

@@ -126,10 +126,9 @@ where
         match reply {
             Reply::Status(r) => {
                 conn.queue_response(&r);
-                // Pipelined commands (RFC 2449 PIPELINING) get their replies in one write.
-                if !conn.has_buffered_input() {
-                    timed(idle, conn.flush()).await?;
-                }
+                // Pipelined commands (RFC 2449 PIPELINING) get their replies in one write, up to the stream's
+                // high-water mark; half a command waiting for its rest does not hold them back.
+                timed(idle, conn.flush_if_needed()).await?;
             }
             Reply::Lines(r, lines) => {
                 conn.queue_response(&r);
@@ -181,8 +180,9 @@ async fn time_out<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// A multi-line body on its way out: stuffed with the pop3 [`Stuffer`], written every [`WRITE_HIGH_WATER`]
-/// octets (so memory stays bounded), and ended without a flush while pipelined commands are waiting — their
-/// replies then leave in the same write. (`Pop3Stream::finish_multiline` always flushes.)
+/// octets (so memory stays bounded), and ended by the stream's flush policy ([`Pop3Stream::flush_if_needed`]):
+/// while a complete pipelined command is waiting its reply leaves in the same write.
+/// (`Pop3Stream::finish_multiline` always flushes.)
 struct Body {
     stuffer: Stuffer,
     out: Vec<u8>,
@@ -217,11 +217,7 @@ impl Body {
     ) -> Result<(), ConnError> {
         self.stuffer.finish(&mut self.out);
         conn.queue_raw(&self.out);
-        if conn.has_buffered_input() {
-            Ok(())
-        } else {
-            timed(idle, conn.flush()).await
-        }
+        timed(idle, conn.flush_if_needed()).await
     }
 }
 

@@ -12,6 +12,7 @@ mod forged_headers;
 mod hostile_input;
 mod layers;
 mod peers_dovecot;
+mod pipelining_flood;
 mod proxy_net;
 mod proxy_peers;
 mod proxy_session;

@@ -128,6 +128,12 @@ where
         timed(self.timeout, self.stream.flush()).await
     }
 
+    /// After a reply: flush unless a complete pipelined command is waiting and little is queued (the stream's
+    /// one policy, [`Pop3Stream::flush_if_needed`]), so replies leave together but never pile up.
+    async fn flush_if_needed(&mut self) -> Result<(), SessionError> {
+        timed(self.timeout, self.stream.flush_if_needed()).await
+    }
+
     /// Sends a multi-line reply built in memory (CAPA, LIST, UIDL).
     async fn multiline(&mut self, first: Response, body: &[u8]) -> Result<(), SessionError> {
         self.reply(first);
@@ -336,9 +342,7 @@ where
                 }
             }
             // Pipelined commands are answered in order and flushed together (RFC 2449 §6.6).
-            if !self.client.has_buffered_input() {
-                self.client.flush().await?;
-            }
+            self.client.flush_if_needed().await?;
         }
     }
 
@@ -390,9 +394,7 @@ where
                         return Ok(None);
                     }
                     self.client.reply(Response::err(e.to_string()));
-                    if !self.client.has_buffered_input() {
-                        self.client.flush().await?;
-                    }
+                    self.client.flush_if_needed().await?;
                 }
                 Ok(Ok(Some(Ok(cmd)))) => {
                     debug!(dir = "c→p", %cmd);
