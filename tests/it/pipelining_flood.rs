@@ -263,7 +263,7 @@ async fn proxy_before_login_answers_a_half_command_list_flood() {
 }
 
 #[tokio::test]
-async fn proxy_before_login_with_the_built_in_server_upstream() {
+async fn proxy_before_login_answers_a_list_flood_with_the_built_in_server_upstream() {
     with_timeout(TEST_SECS, async {
         let s = server().await;
         let proxy = popguard_test_support::ProxyBuilder::new(s.addr)
@@ -272,7 +272,7 @@ async fn proxy_before_login_with_the_built_in_server_upstream() {
             .start()
             .await;
         let c = Conn::open(proxy.addr).await;
-        assert_eq!(flood(c, "CAPA", true).await, Outcome::Answered);
+        assert_eq!(flood(c, "LIST", false).await, Outcome::Answered);
     })
     .await
 }
