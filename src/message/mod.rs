@@ -6,6 +6,7 @@
 //! deep nesting, 100 000 header lines).
 
 mod decode;
+pub mod encode;
 mod received;
 mod urls;
 

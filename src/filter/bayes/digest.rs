@@ -4,9 +4,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::MAX_DIGEST_BYTES;
 use super::store;
-
-/// RFC 2047 §2: "An 'encoded-word' may not be more than 75 characters long".
-const RFC2047_MAX_WORD: usize = 75;
+use crate::message::encode::{self, encode_words};
 
 /// The identity of a message for "already trained": SHA-256 of its bytes with line ends normalised and what this
 /// proxy (or SpamAssassin) adds left out, so a tagged copy is the same message: the `X-Spam-*` and `X-Popguard-*`
@@ -141,7 +139,7 @@ fn prefix_forms(prefix: &str) -> Vec<Vec<u8>> {
     if prefix.is_empty() {
         return Vec::new();
     }
-    let literal = prefix.bytes().all(|b| (0x20..0x7f).contains(&b)) && !prefix.contains("=?");
+    let literal = encode::is_literal(prefix);
     if literal {
         return vec![prefix.as_bytes().to_vec()];
     }
@@ -149,42 +147,6 @@ fn prefix_forms(prefix: &str) -> Vec<Vec<u8>> {
         encode_words(&format!("{prefix} ")).into_bytes(),
         encode_words(prefix).into_bytes(),
     ]
-}
-
-/// `text` as RFC 2047 Q encoded words (UTF-8) of at most 75 characters, separated by a space: the same encoding
-/// `proxy::tag` writes.
-fn encode_words(text: &str) -> String {
-    const OPEN: &str = "=?UTF-8?Q?";
-    const CLOSE: &str = "?=";
-    let room = RFC2047_MAX_WORD - OPEN.len() - CLOSE.len();
-    let mut words: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    for ch in text.chars() {
-        let mut enc = String::new();
-        if ch == ' ' {
-            enc.push('_');
-        } else if ch.is_ascii_alphanumeric() || matches!(ch, '!' | '*' | '+' | '-' | '/') {
-            enc.push(ch);
-        } else {
-            let mut buf = [0u8; 4];
-            for b in ch.encode_utf8(&mut buf).bytes() {
-                enc.push_str(&format!("={b:02X}"));
-            }
-        }
-        // RFC 2047 §5: a character's bytes never straddle two words.
-        if cur.len() + enc.len() > room && !cur.is_empty() {
-            words.push(std::mem::take(&mut cur));
-        }
-        cur.push_str(&enc);
-    }
-    if !cur.is_empty() || words.is_empty() {
-        words.push(cur);
-    }
-    words
-        .iter()
-        .map(|w| format!("{OPEN}{w}{CLOSE}"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

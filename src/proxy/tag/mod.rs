@@ -7,6 +7,7 @@
 //! scan (from `TOP`) and the later `RETR` compute the same edit and the size announced in LIST is the size sent.
 
 use crate::filter::Class;
+use crate::message::encode::{self, encode_words};
 
 pub mod forged;
 pub use forged::ForgedFields;
@@ -18,8 +19,7 @@ pub const MAX_TAG_HEADER: usize = 64 * 1024;
 pub const RFC5322_MAX_LINE: usize = 998;
 /// RFC 5322 §2.1.1: lines "SHOULD be no more than 78 characters"; the `tests=` list is folded at this width.
 pub const RFC5322_FOLD_WIDTH: usize = 78;
-/// RFC 2047 §2: "An 'encoded-word' may not be more than 75 characters long".
-pub const RFC2047_MAX_WORD: usize = 75;
+pub use crate::message::encode::RFC2047_MAX_WORD;
 /// Bytes every message grows by with `tag_sizing = "fixed"`: room for the three `X-Spam-*` fields with a dozen
 /// rule names and the Subject prefix; smaller tags are padded to it, larger ones lose rule names (then the prefix).
 pub const FIXED_TAG_SIZE: usize = 400;
@@ -305,47 +305,6 @@ fn sanitize_rule_name(name: &str) -> String {
     if s.is_empty() { "_".into() } else { s }
 }
 
-/// True when `prefix` can be written literally into an unstructured field: printable ASCII and no `=?` that a
-/// reader could take for the start of an encoded word (RFC 2047 §5).
-fn prefix_is_literal(prefix: &str) -> bool {
-    prefix.bytes().all(|b| (0x20..0x7f).contains(&b)) && !prefix.contains("=?")
-}
-
-/// `text` as one or more RFC 2047 Q encoded words (UTF-8), separated by a space, each at most 75 characters.
-fn encode_words(text: &str) -> String {
-    const OPEN: &str = "=?UTF-8?Q?";
-    const CLOSE: &str = "?=";
-    let room = RFC2047_MAX_WORD - OPEN.len() - CLOSE.len();
-    let mut words: Vec<String> = Vec::new();
-    let mut cur = String::new();
-    for ch in text.chars() {
-        let mut enc = String::new();
-        if ch == ' ' {
-            enc.push('_');
-        } else if ch.is_ascii_alphanumeric() || matches!(ch, '!' | '*' | '+' | '-' | '/') {
-            enc.push(ch);
-        } else {
-            let mut buf = [0u8; 4];
-            for b in ch.encode_utf8(&mut buf).bytes() {
-                enc.push_str(&format!("={b:02X}"));
-            }
-        }
-        // A character's bytes never straddle two words (RFC 2047 §5: each word must be self-contained).
-        if cur.len() + enc.len() > room && !cur.is_empty() {
-            words.push(std::mem::take(&mut cur));
-        }
-        cur.push_str(&enc);
-    }
-    if !cur.is_empty() || words.is_empty() {
-        words.push(cur);
-    }
-    words
-        .iter()
-        .map(|w| format!("{OPEN}{w}{CLOSE}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// The Subject change for spam, computed from the header region only.
 pub fn subject_edit(head: &[u8], end: HeadEnd, cap: usize, prefix: &str, eol: Eol) -> SubjectEdit {
     let prefix = prefix.trim();
@@ -357,7 +316,7 @@ pub fn subject_edit(head: &[u8], end: HeadEnd, cap: usize, prefix: &str, eol: Eo
         HeadEnd::NoBody => (&head[..head.len().min(cap)], true),
         HeadEnd::Overlong | HeadEnd::NeedMore => (&head[..head.len().min(cap)], false),
     };
-    let literal = prefix_is_literal(prefix);
+    let literal = encode::is_literal(prefix);
     let Some(field) = find_field(region, b"subject") else {
         if !complete {
             // The Subject may lie past the cap; adding a second one would be worse than none.

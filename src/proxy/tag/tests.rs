@@ -215,8 +215,8 @@ fn long_non_ascii_prefix_splits_into_short_words() {
 
 #[test]
 fn prefix_with_encoded_word_syntax_is_encoded() {
-    assert!(!prefix_is_literal("=?x?="));
-    assert!(prefix_is_literal("[SPAM]"));
+    assert!(!encode::is_literal("=?x?="));
+    assert!(encode::is_literal("[SPAM]"));
 }
 
 #[test]
