@@ -103,24 +103,46 @@ pub const SAMPLES: &[(&str, bool, &str)] = &[
     ),
 ];
 
+/// Writes a demo file owner-only: the users file holds the demo password, and the maildrop and config are the
+/// user's mail and settings, private like everything under a data directory. A file kept from an older demo run
+/// (once written world-readable) is made owner-only too.
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let context = || format!("cannot write {}", path.display());
+    let mut file = popguard::fsutil::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .with_context(context)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(context)?;
+    }
+    file.write_all(bytes).with_context(context)
+}
+
 /// Creates `root/USER/{new,cur,tmp}` with the samples in `new/`, and the users file `root/users`.
 pub fn write_sample_maildirs(root: &Path) -> anyhow::Result<()> {
     let drop = root.join(DEMO_USER);
     // Re-running on a kept directory must not bring back what was deleted: only a new maildrop gets samples.
     let fresh = !drop.exists();
     for sub in ["new", "cur", "tmp"] {
-        std::fs::create_dir_all(drop.join(sub))
+        popguard::fsutil::create_private_dir_all(&drop.join(sub))
             .with_context(|| format!("cannot create {}", drop.join(sub).display()))?;
     }
     if fresh {
         for (name, _, text) in SAMPLES {
             let path = drop.join("new").join(name);
-            std::fs::write(&path, text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
+            write_private(&path, text.as_bytes())?;
         }
     }
-    std::fs::write(root.join("users"), format!("{DEMO_USER}:{DEMO_USER}\n"))
-        .context("cannot write the demo users file")?;
+    write_private(
+        &root.join("users"),
+        format!("{DEMO_USER}:{DEMO_USER}\n").as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -128,7 +150,8 @@ pub fn write_sample_maildirs(root: &Path) -> anyhow::Result<()> {
 /// demo is used. Returns the paths with their class.
 pub fn write_sample_files(root: &Path) -> anyhow::Result<Vec<(PathBuf, bool)>> {
     let dir = root.join("samples");
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    popguard::fsutil::create_private_dir_all(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let (mut ham, mut spam) = (0, 0);
     let mut out = Vec::new();
     for (_, is_spam, text) in SAMPLES {
@@ -140,7 +163,7 @@ pub fn write_sample_files(root: &Path) -> anyhow::Result<Vec<(PathBuf, bool)>> {
             format!("ham-{ham}.eml")
         };
         let path = dir.join(name);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        write_private(&path, text.as_bytes())?;
         out.push((path, *is_spam));
     }
     Ok(out)
@@ -237,7 +260,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let temp;
     let root = match &args.dir {
         Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            popguard::fsutil::create_private_dir_all(d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
             d.clone()
         }
         None => {
@@ -262,8 +286,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     let config_path = root.join(CONFIG_FILE);
     let text = demo_config_text(&root, server_addr, proxy_addr, action);
-    std::fs::write(&config_path, &text)
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    write_private(&config_path, text.as_bytes())?;
     let config = Config::load(Some(&config_path))?;
 
     // Train the demo user's model on the samples, so the verdicts show BAYES_* hits next to the rules. Training is
@@ -417,6 +440,18 @@ mod tests {
         for (_, _, text) in SAMPLES {
             assert!(text.contains("\nSubject: "), "{text}");
             assert!(text.contains("\n\n"), "header and body");
+        }
+        // Owner-only, whatever the umask: the users file holds the demo password.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&t.path().join("users")), 0o600);
+            assert_eq!(mode(&t.path().join(DEMO_USER).join("new")), 0o700);
+            assert_eq!(mode(&drop.messages()[0].path), 0o600);
+            let samples = write_sample_files(t.path()).unwrap();
+            assert_eq!(mode(&t.path().join("samples")), 0o700);
+            assert!(samples.iter().all(|(p, _)| mode(p) == 0o600));
         }
         std::fs::remove_file(drop.messages()[0].path.clone()).unwrap();
         write_sample_maildirs(t.path()).unwrap();
