@@ -104,24 +104,11 @@ pub const SAMPLES: &[(&str, bool, &str)] = &[
 ];
 
 /// Writes a demo file owner-only: the users file holds the demo password, and the maildrop and config are the
-/// user's mail and settings, private like everything under a data directory. A file kept from an older demo run
-/// (once written world-readable) is made owner-only too.
+/// user's mail and settings, private like everything under a data directory. The replace is a new file, so one kept
+/// from an older demo run (once written world-readable) ends up owner-only too.
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let context = || format!("cannot write {}", path.display());
-    let mut file = popguard::fsutil::private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .with_context(context)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .with_context(context)?;
-    }
-    file.write_all(bytes).with_context(context)
+    popguard::fsutil::write_atomic(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Creates `root/USER/{new,cur,tmp}` with the samples in `new/`, and the users file `root/users`.
@@ -452,6 +439,11 @@ mod tests {
             let samples = write_sample_files(t.path()).unwrap();
             assert_eq!(mode(&t.path().join("samples")), 0o700);
             assert!(samples.iter().all(|(p, _)| mode(p) == 0o600));
+            // A users file left world-readable by an older demo run is owner-only after the next one.
+            let users = t.path().join("users");
+            std::fs::set_permissions(&users, std::fs::Permissions::from_mode(0o644)).unwrap();
+            write_sample_maildirs(t.path()).unwrap();
+            assert_eq!(mode(&users), 0o600);
         }
         std::fs::remove_file(drop.messages()[0].path.clone()).unwrap();
         write_sample_maildirs(t.path()).unwrap();
